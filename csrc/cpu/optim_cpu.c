@@ -1,0 +1,47 @@
+/* Fused optimizer updates on the CPU: one pass over the flat parameter block.
+ * Formulas in core/backend.h. */
+#include "cpu/kernels_cpu.h"
+
+#include <math.h>
+
+#include "cpu/omp_util.h"
+
+ga_status ga_sgd_update_cpu(float *w, float *vel, const float *g, int64_t n, float lr,
+                            float momentum, float weight_decay, int nesterov)
+{
+    if (n < 0 || (n > 0 && (!w || !g || (momentum != 0.0f && !vel))))
+        return ga_fail(GA_ERR_VALUE, "sgd_update: bad arguments");
+    if (momentum == 0.0f) {
+        GA_PARALLEL_FOR(n)
+        for (int64_t i = 0; i < n; i++)
+            w[i] -= lr * (g[i] + weight_decay * w[i]);
+        return GA_OK;
+    }
+    GA_PARALLEL_FOR(n)
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] + weight_decay * w[i];
+        float v = momentum * vel[i] + gi;
+        vel[i] = v;
+        w[i] -= lr * (nesterov ? gi + momentum * v : v);
+    }
+    return GA_OK;
+}
+
+ga_status ga_adam_update_cpu(float *w, float *m, float *v, const float *g, int64_t n, float lr,
+                             float beta1, float beta2, float eps, float weight_decay, int64_t t)
+{
+    if (n < 0 || t < 1 || (n > 0 && (!w || !m || !v || !g)))
+        return ga_fail(GA_ERR_VALUE, "adam_update: bad arguments");
+    const float c1 = 1.0f / (1.0f - powf(beta1, (float)t));
+    const float c2 = 1.0f / (1.0f - powf(beta2, (float)t));
+    GA_PARALLEL_FOR(n)
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] + weight_decay * w[i];
+        float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+        float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] -= lr * (mi * c1) / (sqrtf(vi * c2) + eps);
+    }
+    return GA_OK;
+}

@@ -1,0 +1,164 @@
+/* Elementwise kernels and small reductions on the GPU, the twin of
+ * csrc/cpu/elementwise_cpu.c. Shapes and semantics in core/backend.h. All are
+ * memory-bound: grid-stride loops with coalesced accesses are enough. */
+#include "cuda/cuda_common.h"
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void bias_act_kernel(float *__restrict__ y, const float *__restrict__ b, int64_t rows,
+                                int64_t cols, int relu)
+{
+    GA_GRID_STRIDE(i, rows * cols) {
+        float v = y[i];
+        if (b)
+            v += b[i % cols];
+        if (relu)
+            v = v > 0.0f ? v : 0.0f;
+        y[i] = v;
+    }
+}
+
+/* y may alias x: no __restrict__. */
+__global__ void relu_forward_kernel(float *y, const float *x, int64_t n)
+{
+    GA_GRID_STRIDE(i, n) {
+        const float v = x[i];
+        y[i] = v > 0.0f ? v : 0.0f;
+    }
+}
+
+__global__ void relu_backward_kernel(float *dx, const float *y, const float *dy, int64_t n)
+{
+    GA_GRID_STRIDE(i, n) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+/* One thread per column, rows summed in order: the same order as the CPU. */
+__global__ void sum_rows_kernel(float *__restrict__ out, const float *__restrict__ x, int64_t rows,
+                                int64_t cols)
+{
+    GA_GRID_STRIDE(j, cols) {
+        float acc = 0.0f;
+        for (int64_t i = 0; i < rows; i++)
+            acc += x[i * cols + j];
+        out[j] = acc;
+    }
+}
+
+__global__ void mul_kernel(float *y, const float *a, const float *b, int64_t n)
+{
+    GA_GRID_STRIDE(i, n) y[i] = a[i] * b[i];
+}
+
+/* mask[i] depends only on (seed, i): the CPU draws the same mask. */
+__global__ void dropout_kernel(float *y, float *__restrict__ mask, const float *x, int64_t n,
+                               float rate, float keep, uint64_t seed)
+{
+    GA_GRID_STRIDE(i, n) {
+        const float m = ga_rng_uniform(seed, (uint64_t)i) >= rate ? keep : 0.0f;
+        mask[i] = m;
+        y[i] = x[i] * m;
+    }
+}
+
+} // namespace
+
+/* y (rows, cols) += b (cols) (b may be NULL); relu */
+ga_status ga_bias_act_cuda(float *y, const float *b, int64_t rows, int64_t cols, int relu)
+{
+    GA_CHECK_SIZE(rows);
+    GA_CHECK_SIZE(cols);
+    GA_CHECK_PTR(y, rows * cols);
+    if (rows * cols == 0 || (!b && !relu))
+        return GA_OK;
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    bias_act_kernel<<<ga_cuda_blocks(rows * cols, kThreads), kThreads, 0, s>>>(y, b, rows, cols, relu);
+    GA_CUDA_LAUNCH("bias_act_kernel");
+    return GA_OK;
+}
+
+/* y (n) = max(x, 0); y may alias x */
+ga_status ga_relu_forward_cuda(float *y, const float *x, int64_t n)
+{
+    GA_CHECK_SIZE(n);
+    GA_CHECK_PTR(y, n);
+    GA_CHECK_PTR(x, n);
+    if (n == 0)
+        return GA_OK;
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    relu_forward_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(y, x, n);
+    GA_CUDA_LAUNCH("relu_forward_kernel");
+    return GA_OK;
+}
+
+/* dx (n) = dy where y > 0 else 0; dx may alias dy */
+ga_status ga_relu_backward_cuda(float *dx, const float *y, const float *dy, int64_t n)
+{
+    GA_CHECK_SIZE(n);
+    GA_CHECK_PTR(dx, n);
+    GA_CHECK_PTR(y, n);
+    GA_CHECK_PTR(dy, n);
+    if (n == 0)
+        return GA_OK;
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    relu_backward_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(dx, y, dy, n);
+    GA_CUDA_LAUNCH("relu_backward_kernel");
+    return GA_OK;
+}
+
+/* out (cols) = sum over rows of x (rows, cols) */
+ga_status ga_sum_rows_cuda(float *out, const float *x, int64_t rows, int64_t cols)
+{
+    GA_CHECK_SIZE(rows);
+    GA_CHECK_SIZE(cols);
+    GA_CHECK_PTR(out, cols);
+    GA_CHECK_PTR(x, rows * cols);
+    if (cols == 0)
+        return GA_OK;
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    /* 128-thread blocks: more blocks (SMs) for the narrow matrices of dense layers */
+    sum_rows_kernel<<<ga_cuda_blocks(cols, 128), 128, 0, s>>>(out, x, rows, cols);
+    GA_CUDA_LAUNCH("sum_rows_kernel");
+    return GA_OK;
+}
+
+/* y (n) = a * b; y may alias either */
+ga_status ga_mul_cuda(float *y, const float *a, const float *b, int64_t n)
+{
+    GA_CHECK_SIZE(n);
+    GA_CHECK_PTR(y, n);
+    GA_CHECK_PTR(a, n);
+    GA_CHECK_PTR(b, n);
+    if (n == 0)
+        return GA_OK;
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    mul_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(y, a, b, n);
+    GA_CUDA_LAUNCH("mul_kernel");
+    return GA_OK;
+}
+
+/* y, mask, x (n): mask = u(seed, i) >= rate ? 1/(1-rate) : 0, y = x * mask */
+ga_status ga_dropout_forward_cuda(float *y, float *mask, const float *x, int64_t n, float rate,
+                                  uint64_t seed)
+{
+    GA_CHECK_SIZE(n);
+    GA_CHECK_PTR(y, n);
+    GA_CHECK_PTR(mask, n);
+    GA_CHECK_PTR(x, n);
+    if (!(rate >= 0.0f && rate < 1.0f))
+        return ga_fail(GA_ERR_VALUE, "dropout rate must be in [0, 1), got %g", (double)rate);
+    if (n == 0)
+        return GA_OK;
+    const float keep = 1.0f / (1.0f - rate); /* computed as on the CPU, bit for bit */
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    dropout_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(y, mask, x, n, rate, keep, seed);
+    GA_CUDA_LAUNCH("dropout_kernel");
+    return GA_OK;
+}

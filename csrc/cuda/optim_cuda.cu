@@ -1,0 +1,92 @@
+/* Fused optimizer updates on the GPU, the twin of csrc/cpu/optim_cpu.c: one
+ * pass over the flat parameter block, the same float arithmetic in the same
+ * order as the CPU (formulas in core/backend.h). */
+#include "cuda/cuda_common.h"
+
+#include <cmath>
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void sgd_plain_kernel(float *__restrict__ w, const float *__restrict__ g, int64_t n,
+                                 float lr, float weight_decay)
+{
+    GA_GRID_STRIDE(i, n) w[i] -= lr * (g[i] + weight_decay * w[i]);
+}
+
+__global__ void sgd_momentum_kernel(float *__restrict__ w, float *__restrict__ vel,
+                                    const float *__restrict__ g, int64_t n, float lr,
+                                    float momentum, float weight_decay, int nesterov)
+{
+    GA_GRID_STRIDE(i, n) {
+        const float gi = g[i] + weight_decay * w[i];
+        const float v = momentum * vel[i] + gi;
+        vel[i] = v;
+        w[i] -= lr * (nesterov ? gi + momentum * v : v);
+    }
+}
+
+/* c1 = 1 / (1 - beta1^t), c2 = 1 / (1 - beta2^t), computed on the host as on the CPU. */
+__global__ void adam_kernel(float *__restrict__ w, float *__restrict__ m, float *__restrict__ v,
+                            const float *__restrict__ g, int64_t n, float lr, float beta1,
+                            float beta2, float eps, float weight_decay, float c1, float c2)
+{
+    GA_GRID_STRIDE(i, n) {
+        const float gi = g[i] + weight_decay * w[i];
+        const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+        const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] -= lr * (mi * c1) / (sqrtf(vi * c2) + eps);
+    }
+}
+
+} // namespace
+
+/* w, vel, g (n); vel unused (may be NULL) when momentum == 0 */
+ga_status ga_sgd_update_cuda(float *w, float *vel, const float *g, int64_t n, float lr,
+                             float momentum, float weight_decay, int nesterov)
+{
+    GA_CHECK_SIZE(n);
+    GA_CHECK_PTR(w, n);
+    GA_CHECK_PTR(g, n);
+    if (momentum != 0.0f)
+        GA_CHECK_PTR(vel, n);
+    if (n == 0)
+        return GA_OK;
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    if (momentum == 0.0f) {
+        sgd_plain_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(w, g, n, lr, weight_decay);
+        GA_CUDA_LAUNCH("sgd_plain_kernel");
+    } else {
+        sgd_momentum_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(
+            w, vel, g, n, lr, momentum, weight_decay, nesterov);
+        GA_CUDA_LAUNCH("sgd_momentum_kernel");
+    }
+    return GA_OK;
+}
+
+/* w, m, v, g (n); t >= 1 is the step number (bias correction) */
+ga_status ga_adam_update_cuda(float *w, float *m, float *v, const float *g, int64_t n, float lr,
+                              float beta1, float beta2, float eps, float weight_decay, int64_t t)
+{
+    GA_CHECK_SIZE(n);
+    if (t < 1)
+        return ga_fail(GA_ERR_VALUE, "adam_update: step t must be >= 1, got %lld", (long long)t);
+    GA_CHECK_PTR(w, n);
+    GA_CHECK_PTR(m, n);
+    GA_CHECK_PTR(v, n);
+    GA_CHECK_PTR(g, n);
+    if (n == 0)
+        return GA_OK;
+    const float c1 = 1.0f / (1.0f - powf(beta1, (float)t));
+    const float c2 = 1.0f / (1.0f - powf(beta2, (float)t));
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    adam_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(w, m, v, g, n, lr, beta1, beta2,
+                                                                 eps, weight_decay, c1, c2);
+    GA_CUDA_LAUNCH("adam_kernel");
+    return GA_OK;
+}

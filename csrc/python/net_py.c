@@ -1,0 +1,399 @@
+/* gpuaccel._C.Net: a network of csrc/net/ owned by a Python object.
+ * Every method that runs kernels releases the GIL; a per-net lock keeps two
+ * Python threads from running the same network's buffers at once. */
+#include "python/common.h"
+
+#include <pythread.h>
+#include <string.h>
+
+#include "net/net.h"
+
+typedef struct {
+    PyObject_HEAD
+    ga_net *net;
+    ga_device dev;
+    PyThread_type_lock lock;
+} GaNet;
+
+/* Run `expr` without the GIL and with the net's lock held. */
+#define NET_RUN(self, st, expr)                                 \
+    do {                                                        \
+        Py_BEGIN_ALLOW_THREADS                                  \
+        PyThread_acquire_lock((self)->lock, WAIT_LOCK);         \
+        st = (expr);                                            \
+        PyThread_release_lock((self)->lock);                    \
+        Py_END_ALLOW_THREADS                                    \
+    } while (0)
+
+static const char *const kind_names[] = {"conv2d", "maxpool2d", "flatten", "dense", "dropout", "relu"};
+
+/* Read one layer description (a dict) into `sp`. */
+static int parse_spec(PyObject *d, ga_layer_spec *sp, Py_ssize_t i)
+{
+    memset(sp, 0, sizeof *sp);
+    if (!PyDict_Check(d)) {
+        PyErr_Format(PyExc_TypeError, "layer %zd: expected a dict", i);
+        return -1;
+    }
+    PyObject *kind = PyDict_GetItemString(d, "kind");
+    const char *k = kind ? PyUnicode_AsUTF8(kind) : NULL;
+    if (!k) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "layer %zd: missing 'kind'", i);
+        return -1;
+    }
+    sp->kind = -1;
+    for (int j = 0; j < (int)(sizeof kind_names / sizeof kind_names[0]); j++)
+        if (strcmp(k, kind_names[j]) == 0)
+            sp->kind = j;
+    if (sp->kind < 0) {
+        PyErr_Format(PyExc_ValueError, "layer %zd: unknown kind '%s'", i, k);
+        return -1;
+    }
+    struct { const char *key; int64_t *dst; } ints[] = {
+        {"units", &sp->units}, {"kernel_h", &sp->kernel_h}, {"kernel_w", &sp->kernel_w},
+        {"stride", &sp->stride}, {"pad", &sp->pad},
+    };
+    for (size_t j = 0; j < sizeof ints / sizeof ints[0]; j++) {
+        PyObject *v = PyDict_GetItemString(d, ints[j].key);
+        if (!v)
+            continue;
+        long long x = PyLong_AsLongLong(v);
+        if (x == -1 && PyErr_Occurred())
+            return -1;
+        *ints[j].dst = x;
+    }
+    PyObject *v;
+    if ((v = PyDict_GetItemString(d, "relu")) && (sp->relu = PyObject_IsTrue(v)) < 0)
+        return -1;
+    sp->use_bias = 1;
+    if ((v = PyDict_GetItemString(d, "use_bias")) && (sp->use_bias = PyObject_IsTrue(v)) < 0)
+        return -1;
+    if ((v = PyDict_GetItemString(d, "rate"))) {
+        sp->rate = (float)PyFloat_AsDouble(v);
+        if (PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+static void net_dealloc(GaNet *self)
+{
+    if (self->net)
+        ga_net_destroy(self->net);
+    if (self->lock)
+        PyThread_free_lock(self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Net(layers: list[dict], input_shape: (C, H, W), device: str, seed: int) */
+static int net_init(GaNet *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"layers", "input_shape", "device", "seed", NULL};
+    PyObject *layers;
+    long long c, h, w;
+    const char *device = "cpu";
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O(LLL)|sK:Net", kwlist, &layers, &c, &h, &w, &device, &seed))
+        return -1;
+    if (self->net) {
+        PyErr_SetString(PyExc_RuntimeError, "Net is already initialised");
+        return -1;
+    }
+    if (ga_py_device(&self->dev, device) < 0)
+        return -1;
+    PyObject *seq = PySequence_Fast(layers, "layers must be a list of dicts");
+    if (!seq)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n == 0 || n > 4096) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "a network needs between 1 and 4096 layers");
+        return -1;
+    }
+    ga_layer_spec *specs = PyMem_Calloc((size_t)n, sizeof *specs);
+    if (!specs) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++)
+        rc = parse_spec(PySequence_Fast_GET_ITEM(seq, i), &specs[i], i);
+    Py_DECREF(seq);
+    if (rc == 0) {
+        int64_t shape[3] = {c, h, w};
+        ga_status st;
+        ga_net *net = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        st = ga_net_create(&net, self->dev.be, self->dev.index, specs, (int)n, shape, (uint64_t)seed);
+        Py_END_ALLOW_THREADS
+        if (st != GA_OK) {
+            ga_py_raise(NULL, st);
+            rc = -1;
+        }
+        self->net = net;
+    }
+    PyMem_Free(specs);
+    if (rc == 0 && !(self->lock = PyThread_allocate_lock())) {
+        PyErr_NoMemory();
+        rc = -1;
+    }
+    return rc;
+}
+
+static int ready(GaNet *self)
+{
+    if (self->net)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "Net is not initialised");
+    return -1;
+}
+
+/* A C-contiguous float32 batch (n, C, H, W) matching the net's input. */
+static PyArrayObject *batch_x(GaNet *self, PyObject *xo)
+{
+    if (!PyArray_Check(xo) || PyArray_TYPE((PyArrayObject *)xo) != NPY_FLOAT32) {
+        PyErr_SetString(PyExc_TypeError, "x must be a float32 numpy array");
+        return NULL;
+    }
+    PyArrayObject *x = (PyArrayObject *)xo;
+    const int64_t *in = self->net->in;
+    if (PyArray_NDIM(x) != 4 || PyArray_DIM(x, 1) != in[0] || PyArray_DIM(x, 2) != in[1] ||
+        PyArray_DIM(x, 3) != in[2]) {
+        PyErr_Format(PyExc_ValueError, "x must have shape (N, %lld, %lld, %lld)", (long long)in[0],
+                     (long long)in[1], (long long)in[2]);
+        return NULL;
+    }
+    if (PyArray_DIM(x, 0) == 0) {
+        PyErr_SetString(PyExc_ValueError, "empty batch: x has no samples");
+        return NULL;
+    }
+    return (PyArrayObject *)PyArray_FROM_OTF(xo, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY);
+}
+
+/* int32 labels (n) within [0, classes). */
+static PyArrayObject *batch_labels(GaNet *self, PyObject *yo, npy_intp n)
+{
+    if (!PyArray_Check(yo) || PyArray_TYPE((PyArrayObject *)yo) != NPY_INT32) {
+        PyErr_SetString(PyExc_TypeError, "labels must be an int32 numpy array");
+        return NULL;
+    }
+    PyArrayObject *y = (PyArrayObject *)PyArray_FROM_OTF(yo, NPY_INT32, NPY_ARRAY_IN_ARRAY);
+    if (!y)
+        return NULL;
+    if (PyArray_NDIM(y) != 1 || PyArray_DIM(y, 0) != n) {
+        Py_DECREF(y);
+        PyErr_Format(PyExc_ValueError, "labels must have shape (%lld,)", (long long)n);
+        return NULL;
+    }
+    const int32_t *lab = PyArray_DATA(y);
+    for (npy_intp i = 0; i < n; i++)
+        if (lab[i] < 0 || lab[i] >= self->net->classes) {
+            PyErr_Format(PyExc_ValueError, "label %d at index %lld is outside [0, %lld)", lab[i], (long long)i,
+                         (long long)self->net->classes);
+            Py_DECREF(y);
+            return NULL;
+        }
+    return y;
+}
+
+static PyObject *net_train_step(GaNet *self, PyObject *args)
+{
+    PyObject *xo, *yo;
+    if (!PyArg_ParseTuple(args, "OO:train_step", &xo, &yo) || ready(self) < 0)
+        return NULL;
+    PyArrayObject *x = batch_x(self, xo), *y = NULL;
+    if (!x || !(y = batch_labels(self, yo, PyArray_DIM(x, 0)))) {
+        Py_XDECREF(x);
+        return NULL;
+    }
+    float loss = 0.0f;
+    int64_t correct = 0;
+    ga_status st;
+    NET_RUN(self, st, ga_net_train_step(self->net, PyArray_DATA(x), PyArray_DATA(y), PyArray_DIM(x, 0), &loss, &correct));
+    Py_DECREF(x);
+    Py_DECREF(y);
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    return Py_BuildValue("(dL)", (double)loss, (long long)correct);
+}
+
+static PyObject *net_predict(GaNet *self, PyObject *xo)
+{
+    if (ready(self) < 0)
+        return NULL;
+    PyArrayObject *x = batch_x(self, xo);
+    if (!x)
+        return NULL;
+    npy_intp dims[2] = {PyArray_DIM(x, 0), (npy_intp)self->net->classes};
+    PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (!out) {
+        Py_DECREF(x);
+        return NULL;
+    }
+    ga_status st;
+    NET_RUN(self, st, ga_net_predict(self->net, PyArray_DATA(x), dims[0], PyArray_DATA((PyArrayObject *)out)));
+    Py_DECREF(x);
+    if (st != GA_OK) {
+        Py_DECREF(out);
+        return ga_py_raise(NULL, st);
+    }
+    return out;
+}
+
+static PyObject *net_evaluate(GaNet *self, PyObject *args)
+{
+    PyObject *xo, *yo;
+    if (!PyArg_ParseTuple(args, "OO:evaluate", &xo, &yo) || ready(self) < 0)
+        return NULL;
+    PyArrayObject *x = batch_x(self, xo), *y = NULL;
+    if (!x || !(y = batch_labels(self, yo, PyArray_DIM(x, 0)))) {
+        Py_XDECREF(x);
+        return NULL;
+    }
+    double loss_sum = 0.0;
+    int64_t correct = 0;
+    ga_status st;
+    NET_RUN(self, st, ga_net_evaluate(self->net, PyArray_DATA(x), PyArray_DATA(y), PyArray_DIM(x, 0), &loss_sum, &correct));
+    Py_DECREF(x);
+    Py_DECREF(y);
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    return Py_BuildValue("(dL)", loss_sum, (long long)correct);
+}
+
+/* set_optimizer(kind, lr, momentum, beta1, beta2, eps, weight_decay, nesterov) */
+static PyObject *net_set_optimizer(GaNet *self, PyObject *args)
+{
+    const char *kind;
+    ga_optimizer o = {0};
+    if (!PyArg_ParseTuple(args, "sffffffp:set_optimizer", &kind, &o.lr, &o.momentum, &o.beta1, &o.beta2, &o.eps,
+                          &o.weight_decay, &o.nesterov) ||
+        ready(self) < 0)
+        return NULL;
+    if (strcmp(kind, "sgd") == 0)
+        o.kind = GA_OPT_SGD;
+    else if (strcmp(kind, "adam") == 0)
+        o.kind = GA_OPT_ADAM;
+    else {
+        PyErr_Format(PyExc_ValueError, "unknown optimizer '%s'", kind);
+        return NULL;
+    }
+    ga_status st;
+    NET_RUN(self, st, ga_net_set_optimizer(self->net, &o));
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *net_get_params(GaNet *self, PyObject *unused)
+{
+    if (ready(self) < 0)
+        return NULL;
+    npy_intp n = (npy_intp)self->net->nparams;
+    PyObject *out = PyArray_SimpleNew(1, &n, NPY_FLOAT32);
+    if (!out)
+        return NULL;
+    ga_status st;
+    NET_RUN(self, st, ga_net_get_params(self->net, PyArray_DATA((PyArrayObject *)out)));
+    if (st != GA_OK) {
+        Py_DECREF(out);
+        return ga_py_raise(NULL, st);
+    }
+    return out;
+}
+
+static PyObject *net_set_params(GaNet *self, PyObject *arg)
+{
+    if (ready(self) < 0)
+        return NULL;
+    if (!PyArray_Check(arg) || PyArray_TYPE((PyArrayObject *)arg) != NPY_FLOAT32) {
+        PyErr_SetString(PyExc_TypeError, "params must be a float32 numpy array");
+        return NULL;
+    }
+    PyArrayObject *p = (PyArrayObject *)PyArray_FROM_OTF(arg, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY);
+    if (!p)
+        return NULL;
+    if (PyArray_SIZE(p) != (npy_intp)self->net->nparams) {
+        Py_DECREF(p);
+        PyErr_Format(PyExc_ValueError, "expected %lld parameters", (long long)self->net->nparams);
+        return NULL;
+    }
+    ga_status st;
+    NET_RUN(self, st, ga_net_set_params(self->net, PyArray_DATA(p)));
+    Py_DECREF(p);
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    Py_RETURN_NONE;
+}
+
+/* [(out_shape, w_offset, w_count, b_offset, b_count), ...] */
+static PyObject *net_layer_info(GaNet *self, PyObject *unused)
+{
+    if (ready(self) < 0)
+        return NULL;
+    PyObject *list = PyList_New(self->net->nlayers);
+    if (!list)
+        return NULL;
+    for (int i = 0; i < self->net->nlayers; i++) {
+        const ga_layer *l = &self->net->layers[i];
+        PyObject *item = Py_BuildValue("((LLL)LLLL)", (long long)l->out[0], (long long)l->out[1], (long long)l->out[2],
+                                       (long long)l->w_off, (long long)l->nw, (long long)l->b_off, (long long)l->nb);
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+static PyObject *net_get_nparams(GaNet *self, void *c) { return ready(self) < 0 ? NULL : PyLong_FromLongLong(self->net->nparams); }
+static PyObject *net_get_classes(GaNet *self, void *c) { return ready(self) < 0 ? NULL : PyLong_FromLongLong(self->net->classes); }
+static PyObject *net_get_steps(GaNet *self, void *c) { return ready(self) < 0 ? NULL : PyLong_FromLongLong(self->net->t); }
+static PyObject *net_get_device(GaNet *self, void *c) { return ready(self) < 0 ? NULL : PyUnicode_FromString(self->dev.name); }
+
+static PyMethodDef net_methods[] = {
+    {"train_step", (PyCFunction)net_train_step, METH_VARARGS, "train_step(x, labels) -> (mean loss, correct)"},
+    {"predict", (PyCFunction)net_predict, METH_O, "predict(x) -> logits"},
+    {"evaluate", (PyCFunction)net_evaluate, METH_VARARGS, "evaluate(x, labels) -> (loss sum, correct)"},
+    {"set_optimizer", (PyCFunction)net_set_optimizer, METH_VARARGS, "set_optimizer(kind, lr, momentum, beta1, beta2, eps, weight_decay, nesterov)"},
+    {"get_params", (PyCFunction)net_get_params, METH_NOARGS, "the flat parameter block (host copy)"},
+    {"set_params", (PyCFunction)net_set_params, METH_O, "overwrite the flat parameter block"},
+    {"layer_info", (PyCFunction)net_layer_info, METH_NOARGS, "per layer: (out_shape, w_off, nw, b_off, nb)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef net_getset[] = {
+    {"nparams", (getter)net_get_nparams, NULL, NULL, NULL},
+    {"classes", (getter)net_get_classes, NULL, NULL, NULL},
+    {"steps", (getter)net_get_steps, NULL, "optimizer steps taken", NULL},
+    {"device", (getter)net_get_device, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject GaNet_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gpuaccel._C.Net",
+    .tp_basicsize = sizeof(GaNet),
+    .tp_dealloc = (destructor)net_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Net(layers, input_shape, device='cpu', seed=0): a sequential network in C.",
+    .tp_methods = net_methods,
+    .tp_getset = net_getset,
+    .tp_init = (initproc)net_init,
+    .tp_new = PyType_GenericNew,
+};
+
+int ga_net_type_init(PyObject *module)
+{
+    if (PyType_Ready(&GaNet_Type) < 0)
+        return -1;
+    Py_INCREF(&GaNet_Type);
+    if (PyModule_AddObject(module, "Net", (PyObject *)&GaNet_Type) < 0) {
+        Py_DECREF(&GaNet_Type);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,45 @@
+"""gpuaccel: train image classifiers on CPUs and NVIDIA GPUs with hand-written
+C/OpenMP and CUDA kernels, and measure the difference honestly."""
+__version__ = "0.1.0"
+
+from . import _C
+from ._C import Tensor
+from . import cuda, datasets, layers, models, ops, optimizers, callbacks
+from ._device import resolve as _resolve
+from .models import Sequential
+
+__all__ = ["Tensor", "Sequential", "tensor", "devices", "set_num_threads", "get_num_threads", "info",
+           "cuda", "datasets", "layers", "models", "ops", "optimizers", "callbacks"]
+
+
+def tensor(array, device="cpu"):
+    """Copy a float32 array to `device` ('cpu', 'cuda', 'cuda:N') as a Tensor."""
+    import numpy as np
+
+    if isinstance(array, Tensor):
+        array = array.numpy()
+    arr = np.asarray(array)
+    if arr.dtype != np.float32:
+        raise TypeError(f"tensors are float32; got dtype {arr.dtype} (use .astype(np.float32))")
+    return Tensor(arr, _resolve(device))
+
+
+def devices():
+    """Devices usable now: ['cpu', 'cuda:0', ...]."""
+    return ["cpu"] + [f"cuda:{i}" for i in range(cuda.device_count())] if cuda.is_available() else ["cpu"]
+
+
+def set_num_threads(n):
+    """Threads used by the CPU kernels (all OpenMP regions of gpuaccel)."""
+    _C.set_num_threads(int(n))
+
+
+def get_num_threads():
+    return _C.get_num_threads()
+
+
+def info():
+    """The environment as a dict (see `python -m gpuaccel.info`)."""
+    from .info import info as _info
+
+    return _info()

@@ -1,0 +1,155 @@
+"""Keras-style callbacks: History, the progress bar, EarlyStopping, ModelCheckpoint."""
+import math
+import sys
+import time
+
+
+class Callback:
+    """Hooks called by Sequential.fit; `self.model` is set before training starts."""
+
+    model = None
+
+    def on_train_begin(self, logs=None): ...
+    def on_train_end(self, logs=None): ...
+    def on_epoch_begin(self, epoch, logs=None): ...
+    def on_epoch_end(self, epoch, logs=None): ...
+    def on_batch_end(self, batch, logs=None): ...
+
+
+class History(Callback):
+    """`history[key]` is a list with one value per epoch."""
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(v)
+
+
+def _in_notebook():
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        return shell is not None and "ZMQ" in type(shell).__name__
+    except Exception:
+        return False
+
+
+def _fmt_time(s):
+    if s >= 3600:
+        return f"{int(s // 3600)}:{int(s % 3600 // 60):02d}:{int(s % 60):02d}"
+    if s >= 60:
+        return f"{int(s // 60)}:{int(s % 60):02d}"
+    return f"{s:.0f}s"
+
+
+class ProgressBar(Callback):
+    """verbose=1: a bar with ETA, ms/step, loss and accuracy, redrawn at most every
+    `interval` seconds (longer in Jupyter, so a notebook is not flooded);
+    verbose=2: one line per epoch; 0: silent."""
+
+    def __init__(self, verbose=1, stream=None, interval=None):
+        self.verbose = verbose
+        self.stream = stream or sys.stdout
+        self.notebook = _in_notebook()
+        self.interval = interval if interval is not None else (0.5 if self.notebook else 0.1)
+
+    def on_train_begin(self, logs=None):
+        self.epochs = (logs or {}).get("epochs", 1)
+        self.steps = (logs or {}).get("steps", 1)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+        self.last_draw = 0.0
+        if self.verbose == 1:
+            self.stream.write(f"Epoch {epoch + 1}/{self.epochs}\n")
+
+    def _bar(self, step, logs, final):
+        elapsed = time.perf_counter() - self.t0
+        ms = 1000.0 * elapsed / max(step, 1)
+        width = 30
+        done = width if final else int(width * step / self.steps)
+        bar = "=" * max(done - 1, 0) + (">" if not final and done else "=" if done else "") + "." * (width - done)
+        tail = f"{_fmt_time(elapsed)} {ms:.0f}ms/step" if final else f"ETA: {_fmt_time(ms * (self.steps - step) / 1000)}"
+        metrics = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()
+                             if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+        return f"{step}/{self.steps} [{bar}] - {tail} - {metrics}"
+
+    def on_batch_end(self, batch, logs=None):
+        if self.verbose != 1:
+            return
+        now = time.perf_counter()
+        if now - self.last_draw < self.interval and batch + 1 < self.steps:
+            return
+        self.last_draw = now
+        self.stream.write("\r" + self._bar(batch + 1, logs or {}, final=False))
+        self.stream.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.verbose == 1:
+            self.stream.write("\r" + self._bar(self.steps, logs, final=True) + "\n")
+        elif self.verbose == 2:
+            metrics = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+            self.stream.write(f"Epoch {epoch + 1}/{self.epochs} - {logs.get('epoch_time_s', 0):.1f}s - "
+                              f"{logs.get('step_time_ms_p50', 0):.0f}ms/step - {metrics}\n")
+        self.stream.flush()
+
+
+def _better(mode, monitor):
+    if mode == "auto":
+        mode = "max" if "acc" in monitor else "min"
+    return (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
+
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto", restore_best_weights=False):
+        self.monitor, self.min_delta, self.patience = monitor, abs(min_delta), patience
+        sign = -1 if (mode == "max" or (mode == "auto" and "acc" in monitor)) else 1
+        self.improved = lambda cur, best: sign * (best - cur) > self.min_delta
+        self.restore_best_weights = restore_best_weights
+
+    def on_train_begin(self, logs=None):
+        self.best, self.wait, self.best_weights, self.stopped_epoch = None, 0, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        cur = (logs or {}).get(self.monitor)
+        if cur is None or (isinstance(cur, float) and math.isnan(cur)):
+            return
+        if self.best is None or self.improved(cur, self.best):
+            self.best, self.wait = cur, 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            if self.restore_best_weights and self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+
+class ModelCheckpoint(Callback):
+    """Save the model after each epoch (or only when `monitor` improves). The file
+    is written to a temporary name and renamed, so a crash never leaves half a file.
+    `filepath` may contain {epoch} and any log key, e.g. 'ckpt-{epoch:02d}.npz'."""
+
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+        self.filepath, self.monitor, self.save_best_only = str(filepath), monitor, save_best_only
+        self.better = _better(mode, monitor)
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            cur = logs.get(self.monitor)
+            if cur is None or (self.best is not None and not self.better(cur, self.best)):
+                return
+            self.best = cur
+        self.model.save(self.filepath.format(epoch=epoch + 1, **logs))

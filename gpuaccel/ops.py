@@ -1,0 +1,140 @@
+"""Single kernels, callable from Python: the building blocks of the training step.
+
+Every function takes float32 NumPy arrays (any strides) or :class:`gpuaccel.Tensor`
+objects and a ``device`` ('cpu', 'cuda', 'cuda:N'; default: where the Tensor
+inputs live, else 'cpu'). NumPy in, NumPy out; Tensors in, Tensors out.
+Layouts follow PyTorch: images NCHW, conv weights (K, C, R, S), dense weights
+(out, in). ``kernel`` picks the implementation: 'auto' (the tuned one), 'ref'
+(the simple reference kept beside it) or, for matmul on a GPU, 'cublas'.
+"""
+import numpy as np
+
+from . import _C
+from ._device import resolve
+
+_VARIANTS = {"auto": 0, "fast": 0, "ref": 1, "cublas": 2}
+
+
+def _device_of(device, *inputs):
+    if device is None:
+        for t in inputs:
+            if isinstance(t, _C.Tensor):
+                return t.device
+        return "cpu"
+    return resolve(device)
+
+
+def _variant(kernel, device):
+    if kernel not in _VARIANTS:
+        raise ValueError(f"unknown kernel {kernel!r}: expected one of {sorted(_VARIANTS)}")
+    if kernel == "cublas" and not device.startswith("cuda"):
+        raise ValueError("kernel='cublas' needs a CUDA device")
+    return _VARIANTS[kernel]
+
+
+def _int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return int(value)
+
+
+def _conv_padding(padding, w, stride):
+    """'valid' -> 0; 'same' -> (k-1)/2 for odd square kernels at stride 1; int -> int."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0
+        if padding == "same":
+            shape = tuple(getattr(w, "shape", ()))
+            r, s = shape[2:4] if len(shape) == 4 else (None, None)
+            if stride != 1 or r != s or r is None or r % 2 == 0:
+                raise ValueError("padding='same' needs stride 1 and an odd square kernel; give an int instead")
+            return (r - 1) // 2
+        raise ValueError(f"padding must be an int, 'same' or 'valid', got {padding!r}")
+    return _int(padding, "padding")
+
+
+def matmul(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, device=None, kernel="auto"):
+    """alpha * op(a) @ op(b) + beta * c (op = transpose when asked)."""
+    dev = _device_of(device, a, b, c)
+    return _C.op_matmul(a, b, bool(trans_a), bool(trans_b), float(alpha), float(beta), c, dev, _variant(kernel, dev))
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, relu=False, device=None, kernel="auto"):
+    """2-D convolution (cross-correlation) with zero padding: x (N,C,H,W), w (K,C,R,S) -> (N,K,P,Q)."""
+    dev = _device_of(device, x, w, b)
+    stride = _int(stride, "stride")
+    return _C.op_conv2d(x, w, b, stride, _conv_padding(padding, w, stride), bool(relu), dev, _variant(kernel, dev))
+
+
+def conv2d_backward(x, w, dy, stride=1, padding=0, device=None, kernel="auto"):
+    """Gradients of conv2d: returns (dx, dw, db) for the upstream gradient dy (N,K,P,Q)."""
+    dev = _device_of(device, x, w, dy)
+    stride = _int(stride, "stride")
+    return _C.op_conv2d_backward(x, w, dy, stride, _conv_padding(padding, w, stride), dev, _variant(kernel, dev))
+
+
+def max_pool2d(x, size=2, stride=None, device=None):
+    """Max pooling over size x size windows (stride defaults to size), no padding."""
+    size = _int(size, "size")
+    stride = size if stride is None else _int(stride, "stride")
+    return _C.op_max_pool2d(x, size, stride, _device_of(device, x))
+
+
+def max_pool2d_backward(x, dy, size=2, stride=None, device=None):
+    """Gradient of max_pool2d w.r.t. x: dy goes to the first maximum of each window."""
+    size = _int(size, "size")
+    stride = size if stride is None else _int(stride, "stride")
+    return _C.op_max_pool2d_backward(x, dy, size, stride, _device_of(device, x, dy))
+
+
+def relu(x, device=None):
+    return _C.op_relu(x, _device_of(device, x))
+
+
+def relu_backward(y, dy, device=None):
+    """dx = dy where the ReLU output y is positive, else 0."""
+    return _C.op_relu_backward(y, dy, _device_of(device, y, dy))
+
+
+def dense(x, w, b=None, relu=False, device=None):
+    """x (N, in) @ w.T (in, out) + b."""
+    return _C.op_dense(x, w, b, bool(relu), _device_of(device, x, w, b))
+
+
+def dense_backward(x, w, dy, device=None):
+    """Gradients of dense (before any activation): returns (dx, dw, db)."""
+    return _C.op_dense_backward(x, w, dy, _device_of(device, x, w, dy))
+
+
+def _labels(labels):
+    arr = np.asarray(labels) if not isinstance(labels, np.ndarray) else labels
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np.int32).max):
+        raise ValueError("labels must be non-negative class indices")
+    return arr.astype(np.int32, copy=False)
+
+
+def softmax_cross_entropy(logits, labels, device=None):
+    """Mean softmax cross-entropy of logits (N, K) against integer labels (N,).
+    Returns (loss, dlogits) with dlogits = (softmax - onehot) / N."""
+    return _C.op_softmax_cross_entropy(logits, _labels(labels), _device_of(device, logits))
+
+
+def dropout(x, rate, seed=0, device=None):
+    """Inverted dropout: returns (y, mask), mask = (u >= rate) / (1 - rate) with u from
+    the counter-based stream (seed, element index), identical on every device."""
+    return _C.op_dropout(x, float(rate), _int(seed, "seed") & (2**64 - 1), _device_of(device, x))
+
+
+def sgd_step(w, g, vel=None, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False, device=None):
+    """One SGD step (PyTorch form); returns (w_new, vel_new)."""
+    dev = _device_of(device, w, g, vel)
+    return _C.op_sgd_step(w, g, vel, float(lr), float(momentum), float(weight_decay), bool(nesterov), dev)
+
+
+def adam_step(w, g, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0, device=None):
+    """One Adam step at step number t (from 1); returns (w_new, m_new, v_new)."""
+    dev = _device_of(device, w, g, m, v)
+    return _C.op_adam_step(w, g, m, v, _int(t, "t"), float(lr), float(beta1), float(beta2), float(eps),
+                           float(weight_decay), dev)

@@ -1,0 +1,271 @@
+"""Build of gpuaccel: the C extension gpuaccel._C (core, CPU kernels, network,
+bindings) and, where nvcc is found, the CUDA extension gpuaccel._cuda.
+
+Environment switches:
+  GPUACCEL_SKIP_CUDA=1   build the CPU part only
+  GPUACCEL_FORCE_CUDA=1  fail if nvcc is missing
+  GPUACCEL_CUDA_ARCH     e.g. "90" or "75;80;90" (default: every sm this nvcc lists)
+  GPUACCEL_NO_OPENMP=1   build single-threaded
+  GPUACCEL_SANITIZE=1    build with -fsanitize=address,undefined (for `make test-asan`)
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import numpy
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def sources(*patterns):
+    out = []
+    for p in patterns:
+        out += sorted(glob.glob(os.path.join("csrc", p)))
+    return out
+
+
+def env_flag(name):
+    return os.environ.get(name, "").strip() not in ("", "0", "false", "no")
+
+
+def compiler_accepts(compiler, flags, code="int main(void){return 0;}\n"):
+    """Probe: does the C compiler compile and link `code` with `flags`?"""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(code)
+        try:
+            objs = compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+            compiler.link_executable(objs, os.path.join(tmp, "probe"), extra_postargs=flags)
+        except Exception:
+            return False
+    return True
+
+
+OMP_PROBE = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+
+
+class BuildExt(build_ext):
+    """Adds the probed flags (OpenMP, sanitizers) and builds .cu sources with nvcc."""
+
+    def build_extensions(self):
+        cc = self.compiler
+        if "-Wstrict-prototypes" in getattr(cc, "compiler_so", []):
+            cc.compiler_so.remove("-Wstrict-prototypes")
+        extra, link = [], []
+        if not env_flag("GPUACCEL_NO_OPENMP") and compiler_accepts(cc, ["-fopenmp"], OMP_PROBE):
+            extra.append("-fopenmp")
+            link.append("-fopenmp")
+        else:
+            warnings.warn("gpuaccel: compiler does not accept -fopenmp; building single-threaded")
+        if env_flag("GPUACCEL_SANITIZE"):
+            san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+            extra += san
+            link += san
+        for ext in self.extensions:
+            ext.extra_compile_args = list(ext.extra_compile_args) + extra
+            ext.extra_link_args = list(ext.extra_link_args) + link
+        super().build_extensions()
+
+    def build_extension(self, ext):
+        cuda_sources = [s for s in ext.sources if s.endswith(".cu")]
+        if cuda_sources:
+            ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
+            ext.extra_objects = list(ext.extra_objects) + nvcc_compile(cuda_sources, self.build_temp)
+        super().build_extension(ext)
+
+
+# ----------------------------------------------------------------------------
+# CUDA: nvcc probe and compile
+# ----------------------------------------------------------------------------
+# Native code (SASS) for these and every newer sm this nvcc lists, plus PTX of
+# the newest so future GPUs can JIT. CUDA 13 starts at sm_75.
+CUDA_BASE_ARCHS = ["75", "80", "86", "89", "90"]
+
+
+def find_nvcc():
+    """nvcc from CUDA_HOME / CUDA_PATH, then /usr/local/cuda, then PATH (or None)."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        home = os.environ.get(var)
+        if home and os.access(os.path.join(home, "bin", "nvcc"), os.X_OK):
+            return os.path.join(home, "bin", "nvcc")
+    if os.access("/usr/local/cuda/bin/nvcc", os.X_OK):
+        return "/usr/local/cuda/bin/nvcc"
+    return shutil.which("nvcc")
+
+
+def cuda_paths(nvcc):
+    """(include dir, library dir) of the toolkit that owns nvcc."""
+    home = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+    inc = os.path.join(home, "include")
+    for lib in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib")):
+        if os.path.exists(os.path.join(home, lib, "libcudart_static.a")):
+            return inc, os.path.join(home, lib)
+    return inc, os.path.join(home, "lib64")
+
+
+def _arch_key(a):
+    digits = "".join(ch for ch in a if ch.isdigit())
+    return (int(digits or 0), a)
+
+
+def nvcc_gpu_codes(nvcc):
+    """The sm_XX this nvcc can target, from `nvcc --list-gpu-code` ([] if it cannot say)."""
+    try:
+        out = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [w[3:] for w in out.split() if w.startswith("sm_")]
+
+
+_ARCHS = {}
+
+
+def cuda_archs(nvcc):
+    """The sm numbers to build ('90', '120', ...), oldest first; GPUACCEL_CUDA_ARCH overrides."""
+    if nvcc in _ARCHS:
+        return _ARCHS[nvcc]
+    listed = nvcc_gpu_codes(nvcc)
+    wanted = os.environ.get("GPUACCEL_CUDA_ARCH", "").strip()
+    if wanted:
+        archs = []
+        for tok in wanted.replace(",", ";").replace(" ", ";").split(";"):
+            tok = tok.strip().lower().replace("sm_", "").replace("compute_", "").replace(".", "")
+            if tok and tok not in archs:
+                archs.append(tok)
+        bad = [a for a in archs if listed and a not in listed]
+        if bad or not archs:
+            raise RuntimeError(
+                f"GPUACCEL_CUDA_ARCH={wanted!r}: {', '.join('sm_' + a for a in bad) or 'no arch given'} "
+                f"not supported by {nvcc} (it lists: {', '.join('sm_' + a for a in listed)})"
+            )
+    elif listed:
+        newest_base = max(int(a) for a in CUDA_BASE_ARCHS)
+        archs = [a for a in CUDA_BASE_ARCHS if a in listed]
+        archs += [a for a in listed if a.isdigit() and int(a) > newest_base]
+    else:
+        archs = list(CUDA_BASE_ARCHS)
+    archs = sorted(set(archs), key=_arch_key)
+    _ARCHS[nvcc] = archs
+    return archs
+
+
+def gencode_flags(archs):
+    flags = []
+    for a in archs:
+        flags += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+    newest = archs[-1]
+    return flags + ["-gencode", f"arch=compute_{newest},code=compute_{newest}"]
+
+
+def archs_label(archs):
+    """What compiled_archs() reports: 'sm_75,...,sm_121,compute_121'."""
+    return ",".join([f"sm_{a}" for a in archs] + [f"compute_{archs[-1]}"])
+
+
+def nvcc_compile(cu_sources, build_temp):
+    """Compile .cu files to objects with nvcc, in parallel; returns the object paths.
+
+    Objects are reused when newer than their source and every header they may
+    include (csrc/cuda/*.h, csrc/core/*.h); the flags are hashed into the folder
+    name so a different arch list never reuses stale objects."""
+    import concurrent.futures
+    import hashlib
+    import time
+
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise RuntimeError("CUDA sources given but nvcc was not found")
+    inc, _ = cuda_paths(nvcc)
+    archs = cuda_archs(nvcc)
+    flags = ["-O3", "-std=c++17", "-lineinfo", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
+             "-Icsrc", f"-I{inc}"] + gencode_flags(archs)
+    if env_flag("GPUACCEL_SANITIZE"):
+        flags = [f for f in flags if f != "-O3"] + ["-O1", "-g"]
+    tag = hashlib.sha1(" ".join([nvcc] + flags).encode()).hexdigest()[:10]
+    out_dir = os.path.join(build_temp, f"nvcc-{tag}")
+    os.makedirs(out_dir, exist_ok=True)
+    headers = sources("cuda/*.h", "core/*.h")
+    newest_dep = max([os.path.getmtime(h) for h in headers] + [0])
+
+    def compile_one(src):
+        obj = os.path.join(out_dir, os.path.splitext(os.path.basename(src))[0] + ".o")
+        if os.path.exists(obj) and os.path.getmtime(obj) >= max(os.path.getmtime(src), newest_dep):
+            return obj, 0.0, "up to date"
+        t0 = time.time()
+        cmd = [nvcc, "-c", src, "-o", obj] + flags
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"nvcc failed on {src}:\n{' '.join(cmd)}\n{res.stdout}{res.stderr}")
+        return obj, time.time() - t0, (res.stdout + res.stderr).strip()
+
+    jobs = int(os.environ.get("GPUACCEL_NVCC_JOBS", "0") or 0) or os.cpu_count() or 1
+    # Largest files first: the GEMM (many template instances) sets the wall time.
+    order = sorted(cu_sources, key=lambda s: -os.path.getsize(s))
+    print(f"gpuaccel: nvcc {len(order)} files for {archs_label(archs)} with {jobs} jobs", flush=True)
+    t0 = time.time()
+    objs = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        for src, (obj, dt, msg) in zip(order, pool.map(compile_one, order)):
+            objs[src] = obj
+            print(f"gpuaccel: nvcc {src}: {dt:.1f} s{' (' + msg + ')' if msg == 'up to date' else ''}", flush=True)
+            if msg and msg != "up to date":
+                print(msg, flush=True)
+    print(f"gpuaccel: nvcc done in {time.time() - t0:.1f} s", flush=True)
+    return [objs[s] for s in cu_sources]
+
+
+def cuda_extensions():
+    """[gpuaccel._cuda] when nvcc is found (and not skipped), else []."""
+    if env_flag("GPUACCEL_SKIP_CUDA"):
+        return []
+    nvcc = find_nvcc()
+    if nvcc is None:
+        msg = ("nvcc not found (looked in $CUDA_HOME, $CUDA_PATH, /usr/local/cuda and PATH): "
+               "building gpuaccel without CUDA")
+        if env_flag("GPUACCEL_FORCE_CUDA"):
+            raise RuntimeError("GPUACCEL_FORCE_CUDA=1 but " + msg.split(":")[0])
+        warnings.warn("gpuaccel: " + msg)
+        return []
+    inc, lib = cuda_paths(nvcc)
+    archs = cuda_archs(nvcc)
+    cu = sources("cuda/*.cu")
+    return [
+        Extension(
+            "gpuaccel._cuda",
+            sources=cu + sources("core/status.c", "core/alloc.c", "python/cuda/module.c"),
+            depends=cu + sources("cuda/*.h", "core/*.h"),
+            include_dirs=["csrc", inc],
+            define_macros=[("GA_CUDA_ARCHS", f'"{archs_label(archs)}"')],
+            extra_compile_args=C_FLAGS + ["-fvisibility=hidden"],
+            library_dirs=[lib],
+            # cudart static (works without libcudart.so on the target), cuBLAS
+            # dynamic; the toolkit's lib folder goes in the rpath so it is found.
+            libraries=["cudart_static", "cublas", "dl", "rt", "pthread", "stdc++"],
+            runtime_library_dirs=[lib],
+            # keep the static runtime's symbols private: another CUDA user in the
+            # process (PyTorch's libcudart.so) must not bind to ours, nor we to it
+            extra_link_args=["-Wl,--exclude-libs,ALL"],
+        )
+    ]
+
+
+C_FLAGS = ["-std=c11", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+if env_flag("GPUACCEL_SANITIZE"):
+    C_FLAGS = [f for f in C_FLAGS if f != "-O3"] + ["-O1", "-g"]
+
+core_ext = Extension(
+    "gpuaccel._C",
+    sources=sources("core/*.c", "cpu/*.c", "net/*.c", "python/*.c"),
+    include_dirs=["csrc", numpy.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION")],
+    extra_compile_args=C_FLAGS,
+)
+
+setup(ext_modules=[core_ext] + cuda_extensions(), cmdclass={"build_ext": BuildExt})

@@ -1,0 +1,139 @@
+"""Shared fixtures and tolerances for the gpuaccel test suite.
+
+- `device`: every op test runs once per device, 'cpu' and 'cuda'. The CUDA case skips,
+  saying why (gpuaccel.cuda.unavailable_reason()), where no usable GPU is present.
+- Tolerances: fp32 results are checked against float64 references elementwise with
+  |out - ref| <= rtol * absref + atol, where absref is the same computation on absolute
+  values (so cancellation does not make the test flaky) and rtol grows with the reduction
+  length (1e-4 for short sums, up to 1e-3). Device results are checked against the CPU
+  result to about 1e-4 relative.
+
+The helpers below are imported by the test modules (`from conftest import ...`).
+"""
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+DEVICES = ["cpu", "cuda"]
+
+# CUDA against CPU, both fp32 (DESIGN.md section 4: "about 1e-4 relative").
+DEVICE_RTOL = 1e-4
+
+
+def _cuda_skip_reason():
+    """'' when CUDA can be used, else why not."""
+    try:
+        import gpuaccel
+    except Exception as e:  # pragma: no cover - the package itself is broken
+        return f"gpuaccel does not import: {e!r}"
+    try:
+        from gpuaccel import cuda
+    except Exception as e:
+        return f"gpuaccel.cuda is missing ({e!r})"
+    try:
+        if cuda.is_available():
+            return ""
+        reason = cuda.unavailable_reason()
+    except Exception as e:
+        return f"gpuaccel.cuda.is_available() failed: {e!r}"
+    return f"CUDA unavailable: {reason or '(no reason given)'}"
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    if request.param != "cpu":
+        reason = _cuda_skip_reason()
+        if reason:
+            pytest.skip(reason)
+    return request.param
+
+
+@pytest.fixture
+def cuda_device():
+    """For tests that only make sense on a GPU."""
+    reason = _cuda_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    return "cuda"
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's name, so each test sees fixed data."""
+    seed = sum(ord(ch) * (i + 1) for i, ch in enumerate(request.node.nodeid)) % (2**32)
+    return np.random.default_rng(seed)
+
+
+def cuda_available():
+    return _cuda_skip_reason() == ""
+
+
+# ----------------------------------------------------------------------------
+# tolerances and comparisons
+# ----------------------------------------------------------------------------
+
+
+def rtol_for(reduction_length):
+    """fp32 vs float64: 1e-4 for sums of up to 16 terms, growing as sqrt(length), capped at 1e-3."""
+    return min(1e-3, 1e-4 * max(1.0, math.sqrt(max(reduction_length, 1) / 16.0)))
+
+
+def to_numpy(r):
+    """An op's result as a NumPy array (Tensors are copied back to the host)."""
+    if isinstance(r, np.ndarray):
+        return r
+    if hasattr(r, "numpy"):
+        return r.numpy()
+    return np.asarray(r)
+
+
+def f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def assert_close(actual, ref, absref=None, rtol=1e-4, atol=0.0, what="result", check_dtype=True):
+    """|actual - ref| <= rtol * (absref + 1e-3 * max(absref)) + atol, elementwise.
+
+    `absref` is the magnitude the error scales with (|x| @ |w| for a product, ...);
+    it defaults to |ref|."""
+    actual = to_numpy(actual)
+    ref = np.asarray(ref, np.float64)
+    if check_dtype:
+        assert actual.dtype == np.float32, f"{what}: dtype {actual.dtype}, expected float32"
+    assert actual.shape == ref.shape, f"{what}: shape {actual.shape}, expected {ref.shape}"
+    if ref.size == 0:
+        return
+    scale = np.abs(ref) if absref is None else np.asarray(absref, np.float64)
+    scale = np.broadcast_to(scale, ref.shape)
+    bound = rtol * (scale + 1e-3 * float(scale.max())) + atol
+    err = np.abs(actual.astype(np.float64) - ref)
+    bad = ~(err <= bound)  # also catches NaN
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        worst = np.nanargmax(np.where(bad, err / np.maximum(bound, 1e-300), 0))
+        widx = np.unravel_index(worst, ref.shape)
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {ref.size} elements out of tolerance (rtol={rtol:g}); "
+            f"first at {idx}: got {actual[idx]!r}, expected {ref[idx]!r} (bound {bound[idx]:.3g}); "
+            f"worst at {tuple(int(i) for i in widx)}: got {actual[widx]!r}, expected {ref[widx]!r}, "
+            f"err {err[widx]:.3g} vs bound {bound[widx]:.3g}"
+        )
+
+
+def assert_matches_cpu(out, cpu, absref=None, rtol=DEVICE_RTOL, what="device result"):
+    """A device's fp32 result against the CPU's fp32 result (about 1e-4 relative)."""
+    assert_close(out, to_numpy(cpu).astype(np.float64), absref=absref, rtol=rtol, what=f"{what} vs cpu")
+
+
+def run_on(device, fn, *args, **kwargs):
+    """Run `fn(*args, device=device, **kwargs)`; on a GPU also run it on the CPU.
+
+    Returns (result, cpu_result) where cpu_result is None when device is 'cpu'."""
+    out = fn(*args, device=device, **kwargs)
+    cpu = None if device == "cpu" else fn(*args, device="cpu", **kwargs)
+    return out, cpu
