@@ -7,6 +7,7 @@ from ._C import Tensor
 from . import cuda, datasets, layers, models, ops, optimizers, callbacks
 from ._device import resolve as _resolve
 from .models import Sequential
+from .info import info
 
 __all__ = ["Tensor", "Sequential", "tensor", "devices", "set_num_threads", "get_num_threads", "info",
            "cuda", "datasets", "layers", "models", "ops", "optimizers", "callbacks"]
@@ -36,10 +37,3 @@ def set_num_threads(n):
 
 def get_num_threads():
     return _C.get_num_threads()
-
-
-def info():
-    """The environment as a dict (see `python -m gpuaccel.info`)."""
-    from .info import info as _info
-
-    return _info()

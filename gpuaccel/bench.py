@@ -24,7 +24,7 @@ EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s",
 
 HOW_MEASURED = [
     ("Epoch time: fit()'s epoch_time_s, the wall clock of one training epoch, including data "
-     "shuffling and host-to-device copies."),
+     "shuffling and host-to-device copies; the test-set evaluation after it is not included."),
     ("Epoch 1 is the warm-up (allocation, JIT, caches) and is reported apart; steady-state figures "
      "are the mean over epochs 2..E (none when E = 1)."),
     ("Step time: median (p50) and 95th percentile over the steps of the epoch; GPU steps are timed "
@@ -36,35 +36,13 @@ HOW_MEASURED = [
 
 
 # ------------------------------------------------------------------------------ model
-def reference_cnn():
-    """The reference CNN of DESIGN.md section 2/3 (uncompiled).
+def compiled_reference_cnn(device, seed=0):
+    """The reference CNN (gpuaccel.models.reference_cnn) compiled as DESIGN.md section 3
+    says: Adam 1e-3, sparse categorical cross-entropy, accuracy; `seed` fixes the weights."""
+    from . import models, optimizers
 
-    Conv(32, 3x3 same, ReLU) -> MaxPool 2 -> Conv(64, 3x3 same, ReLU) -> MaxPool 2 ->
-    Flatten -> Dense(128, ReLU) -> Dense(10) logits, input (1, 28, 28).
-    """
-    try:
-        from . import models
-    except ImportError:
-        models = None
-    shared = getattr(models, "reference_cnn", None)
-    if shared is not None:
-        return shared()
-    import gpuaccel as ga
-
-    from .layers import Conv2D, Dense, Flatten, MaxPool2D
-
-    return ga.Sequential([Conv2D(32, 3, padding="same", activation="relu"), MaxPool2D(2),
-                          Conv2D(64, 3, padding="same", activation="relu"), MaxPool2D(2),
-                          Flatten(), Dense(128, activation="relu"), Dense(10)],
-                         input_shape=(1, 28, 28))
-
-
-def compiled_reference_cnn(device):
-    """``reference_cnn()`` compiled as DESIGN.md section 3 says: Adam 1e-3, sparse CE, accuracy."""
-    import gpuaccel as ga
-
-    model = reference_cnn()
-    model.compile(optimizer=ga.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+    model = models.reference_cnn(seed=seed)
+    model.compile(optimizer=optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], device=device)
     return model
 
@@ -164,7 +142,7 @@ def train(device, data, epochs, batch_size, seed, verbose=0, build=None):
             result["error"] = f"CUDA not available: {reason}"
             return result
     try:
-        model = build(device)
+        model = build(device, seed)
         hist = model.fit(x, y, epochs=epochs, batch_size=batch_size, validation_data=(xt, yt),
                          verbose=verbose, seed=seed)
     except Exception as e:

@@ -69,8 +69,10 @@ class ProgressBar(Callback):
             self.stream.write(f"Epoch {epoch + 1}/{self.epochs}\n")
 
     def _bar(self, step, logs, final):
-        elapsed = time.perf_counter() - self.t0
-        ms = 1000.0 * elapsed / max(step, 1)
+        elapsed = logs.get("epoch_time_s") if final else None
+        elapsed = elapsed if elapsed is not None else time.perf_counter() - self.t0
+        ms = logs.get("step_time_ms_p50") if final else None
+        ms = ms if ms is not None else 1000.0 * elapsed / max(step, 1)
         width = 30
         done = width if final else int(width * step / self.steps)
         bar = "=" * max(done - 1, 0) + (">" if not final and done else "=" if done else "") + "." * (width - done)

@@ -369,3 +369,13 @@ def load(path, device=None):
         model.compile(optimizer=optimizers.get(config["optimizer"]), loss=config.get("loss") or "sparse_categorical_crossentropy",
                       metrics=config.get("metrics") or ("accuracy",))
     return model
+
+
+def reference_cnn(seed=None):
+    """The reference CNN of the study (DESIGN.md section 3), uncompiled:
+    Conv(32, 3x3 same, ReLU) -> MaxPool 2 -> Conv(64, 3x3 same, ReLU) -> MaxPool 2 ->
+    Flatten -> Dense(128, ReLU) -> Dense(10) logits, for (1, 28, 28) images."""
+    return Sequential([L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPool2D(2),
+                       L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPool2D(2),
+                       L.Flatten(), L.Dense(128, activation="relu"), L.Dense(10)],
+                      input_shape=(1, 28, 28), name="reference_cnn", seed=seed)

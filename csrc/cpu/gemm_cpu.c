@@ -73,6 +73,12 @@ static const ga_gemm_ukernel *isa_best(void)
     return &ga_gemm_ukernel_generic;
 }
 
+typedef struct {
+    int64_t mc, kc, nc;
+} gemm_blocking;
+
+static void blocking_init(void);
+
 static const ga_gemm_ukernel *g_ukernel; /* read/written atomically */
 static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
 
@@ -89,6 +95,7 @@ static void isa_init(void)
     }
     if (!u)
         u = isa_best();
+    blocking_init();
     __atomic_store_n(&g_ukernel, u, __ATOMIC_RELEASE);
 }
 
@@ -125,10 +132,6 @@ ga_status ga_gemm_cpu_set_isa(const char *isa)
 /* Block sizes                                                               */
 /* ------------------------------------------------------------------------ */
 
-typedef struct {
-    int64_t mc, kc, nc;
-} gemm_blocking;
-
 static int64_t cache_bytes(int name, int64_t fallback)
 {
     long v = sysconf(name);
@@ -163,21 +166,27 @@ static gemm_blocking blocking_for(const ga_gemm_ukernel *u)
     return bl;
 }
 
-/* Cached per kernel: computed once, read many times (benign if two threads race). */
-static gemm_blocking blocking_cached(const ga_gemm_ukernel *u)
+/* Filled once, by isa_init, for every kernel in the build. */
+static gemm_blocking g_blocking[3];
+
+static void blocking_init(void)
 {
-    static gemm_blocking cache[3];
-    static int ready[3];
-    int slot = u == &ga_gemm_ukernel_generic ? 0 : 1;
+    g_blocking[0] = blocking_for(&ga_gemm_ukernel_generic);
+#ifdef GA_GEMM_HAVE_X86
+    g_blocking[1] = blocking_for(&ga_gemm_ukernel_avx2);
+    g_blocking[2] = blocking_for(&ga_gemm_ukernel_avx512);
+#endif
+}
+
+static int kernel_slot(const ga_gemm_ukernel *u)
+{
 #ifdef GA_GEMM_HAVE_X86
     if (u == &ga_gemm_ukernel_avx512)
-        slot = 2;
+        return 2;
+    if (u == &ga_gemm_ukernel_avx2)
+        return 1;
 #endif
-    if (!__atomic_load_n(&ready[slot], __ATOMIC_ACQUIRE)) {
-        cache[slot] = blocking_for(u);
-        __atomic_store_n(&ready[slot], 1, __ATOMIC_RELEASE);
-    }
-    return cache[slot];
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -330,7 +339,7 @@ static void share(int64_t total, int parts, int idx, int64_t *lo, int64_t *hi)
 static ga_status gemm_fast(const gemm_args *g)
 {
     const ga_gemm_ukernel *u = current_ukernel();
-    const gemm_blocking bl = blocking_cached(u);
+    const gemm_blocking bl = g_blocking[kernel_slot(u)]; /* ready: current_ukernel ran isa_init */
     const int MR = u->mr, NR = u->nr;
     const ga_gemm_pack_t_fn pack_t = u->pack_t ? u->pack_t : pack_t_generic;
     const int64_t m = g->m, n = g->n, k = g->k;
@@ -348,14 +357,14 @@ static ga_status gemm_fast(const gemm_args *g)
     if (nt < 1)
         nt = 1;
 
-    /* One block per call: shared B panel, then one A block per thread. */
+    /* One scratch block per call: two B panels (double-buffered, see below),
+     * then one A block per thread. */
     const int64_t kc_max = k < bl.kc ? k : bl.kc;
     const int64_t b_floats = ceil_div(kc_max * ceil_div(first_nc, NR) * NR, 16) * 16;
     const int64_t mc_max = (m < bl.mc ? ceil_div(m, MR) * MR : bl.mc);
     const int64_t a_floats = ceil_div(mc_max * kc_max, 16) * 16;
     float *buf;
-    GA_TRY(scratch(&buf, (size_t)(b_floats + nt * a_floats)));
-    float *const bpack = buf;
+    GA_TRY(scratch(&buf, (size_t)(2 * b_floats + nt * a_floats)));
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -368,34 +377,48 @@ static ga_status gemm_fast(const gemm_args *g)
         const int tid = 0;
         const int nthr = 1;
 #endif
-        float *const apack = buf + b_floats + (int64_t)tid * a_floats;
+        float *const apack = buf + 2 * b_floats + (int64_t)tid * a_floats;
+        int64_t step = 0; /* k blocks done so far: picks the B buffer */
 
         for (int64_t jc = 0; jc < n; jc += bl.nc) {
             const int64_t nc = n - jc < bl.nc ? n - jc : bl.nc;
             const int64_t col_panels = ceil_div(nc, NR);
             int tm, tn;
             thread_grid(nthr, row_panels, col_panels, &tm, &tn);
-            int64_t rp_lo, rp_hi, cp_lo, cp_hi;
+            int64_t rp_lo, rp_hi, cp_lo, cp_hi, pk_lo, pk_hi;
             share(row_panels, tm, tid / tn, &rp_lo, &rp_hi);
             share(col_panels, tn, tid % tn, &cp_lo, &cp_hi);
             const int64_t row_lo = rp_lo * MR;
             const int64_t row_hi = rp_hi * MR < m ? rp_hi * MR : m;
+            /* With one row group each thread packs just the B panels it uses
+             * and nobody waits; otherwise all threads pack a share of the
+             * whole panel and meet at a barrier before reading it. */
+            const int shared_b = tm > 1;
+            if (shared_b)
+                share(col_panels, nthr, tid, &pk_lo, &pk_hi);
+            else
+                pk_lo = cp_lo, pk_hi = cp_hi;
 
-            for (int64_t pc = 0; pc < k; pc += bl.kc) {
+            for (int64_t pc = 0; pc < k; pc += bl.kc, step++) {
                 const int64_t kc = k - pc < bl.kc ? k - pc : bl.kc;
                 /* beta applies once; later k blocks accumulate onto c */
                 const float beta = pc == 0 ? g->beta : 1.0f;
+                /* Two B buffers, alternating: a thread packing block s+1 can
+                 * only have passed the barrier of block s, which everyone
+                 * reaches after finishing block s-1, the other buffer's last
+                 * reader. So one barrier per k block is enough. */
+                float *const bpack = buf + (step & 1) * b_floats;
 
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                for (int64_t jp = 0; jp < col_panels; jp++) {
+                for (int64_t jp = pk_lo; jp < pk_hi; jp++) {
                     const int64_t j = jp * NR;
                     pack_b_panel(bpack + j * kc, g->b, g->tb, g->ldb, pc, kc, jc + j,
                                  nc - j < NR ? nc - j : NR, NR, pack_t);
                 }
-                /* (implicit barrier: the B panel is complete) */
-
+#ifdef _OPENMP
+                if (shared_b) {
+#pragma omp barrier
+                }
+#endif
                 for (int64_t ic = row_lo; ic < row_hi; ic += bl.mc) {
                     const int64_t mc = row_hi - ic < bl.mc ? row_hi - ic : bl.mc;
                     pack_a(apack, g->a, g->ta, g->lda, ic, mc, pc, kc, MR, g->alpha, pack_t);
@@ -410,10 +433,12 @@ static ga_status gemm_fast(const gemm_args *g)
                         }
                     }
                 }
-#ifdef _OPENMP
-#pragma omp barrier /* everyone is done with this B panel before it is repacked */
-#endif
             }
+#ifdef _OPENMP
+            /* The next column block may split the threads differently, so
+             * the buffers change owners: let everyone finish this one. */
+#pragma omp barrier
+#endif
         }
     }
     return GA_OK;
@@ -427,6 +452,7 @@ static void gemm_ref(const gemm_args *g)
 {
     const int64_t m = g->m, n = g->n, k = g->k;
     const int nt = (double)m * n * k > (1 << 18) ? ga_get_num_threads() : 1;
+    (void)nt; /* unused without OpenMP */
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif

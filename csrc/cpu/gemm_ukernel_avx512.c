@@ -1,8 +1,10 @@
-/* AVX-512 micro-kernel: MR x 32 tile of C held in 2*MR zmm accumulators.
+/* AVX-512 micro-kernel: 8 x 32 tile of C in 16 zmm accumulators.
  *
- * Per k step: two 16-float loads of packed B and MR broadcasts of packed A,
- * each folded into the FMA as an embedded broadcast, so only the 2*MR
- * accumulators and 2 B registers are live (2*14 + 2 = 30 of the 32 zmm).
+ * Per k step: two 16-float loads of packed B, eight broadcasts of packed A,
+ * sixteen FMAs. MR = 8 measured faster than 12 or 14 on Zen 4 (whose 512-bit
+ * FMAs issue at one per cycle, so 16 independent chains already hide the
+ * latency) and divides the CNN's m = 32, 64, 128, 288 without ragged tiles.
+ * (Build with -DGA_AVX512_MR=12 or 14 to try the taller tiles; NR stays 32.)
  * Compiled with a target attribute, not -march, so the module still loads on
  * CPUs without AVX-512; the driver only calls it after a CPUID check. */
 #include "cpu/gemm_cpu.h"

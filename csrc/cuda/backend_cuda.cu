@@ -95,7 +95,7 @@ ga_status ga_cublas_fail(cublasStatus_t st, const char *call)
 
 ga_status ga_cuda_stream(cudaStream_t *stream)
 {
-    DeviceContext *ctx;
+    DeviceContext *ctx = nullptr;
     GA_TRY(context(&ctx));
     *stream = ctx->stream;
     return GA_OK;
@@ -103,7 +103,7 @@ ga_status ga_cuda_stream(cudaStream_t *stream)
 
 ga_status ga_cuda_cublas(cublasHandle_t *handle)
 {
-    DeviceContext *ctx;
+    DeviceContext *ctx = nullptr;
     GA_TRY(context(&ctx));
     std::lock_guard<std::mutex> lock(g_ctx_mutex);
     if (ctx->cublas == nullptr) {
@@ -146,7 +146,7 @@ int ga_cuda_sm_count(void)
 
 ga_status ga_cuda_scratch_acquire(void **p, size_t bytes)
 {
-    DeviceContext *ctx;
+    DeviceContext *ctx = nullptr;
     GA_TRY(context(&ctx));
     g_scratch_mutex.lock();
     if (ctx->scratch_bytes < bytes) {
@@ -180,7 +180,11 @@ void ga_cuda_scratch_release(void) { g_scratch_mutex.unlock(); }
 
 ga_status ga_cuda_set_device(int index)
 {
-    int count = 0;
+    int count = 0, cur = -1;
+    /* called before every op: the common case is "already there" */
+    if (cudaGetDevice(&cur) == cudaSuccess && cur == index)
+        return GA_OK;
+    cudaGetLastError();
     GA_CUDA(cudaGetDeviceCount(&count));
     if (index < 0 || index >= count)
         return ga_fail(GA_ERR_VALUE, "CUDA device %d does not exist (this machine has %d)", index,

@@ -235,7 +235,8 @@ ga_status launch_tiled(float *c, const float *a, const float *b, int ta, int tb,
                        cudaStream_t stream)
 {
     const bool vec = lda % 4 == 0 && ldb % 4 == 0 && aligned16(a) && aligned16(b);
-    const bool c_vec = ldc % 4 == 0 && aligned16(c);
+    /* split-K slices start at c + z * c_split_stride: keep those aligned too */
+    const bool c_vec = ldc % 4 == 0 && c_split_stride % 4 == 0 && aligned16(c);
     const int64_t max_m = 65535LL * BM; /* gridDim.y limit: larger m goes in chunks */
     for (int64_t m_off = 0; m_off < m; m_off += max_m) {
         const int64_t mc = m - m_off < max_m ? m - m_off : max_m;

@@ -58,8 +58,9 @@ static PyObject *py_probe(PyObject *self, PyObject *unused)
         return Py_BuildValue("(Os)", Py_True, "");
     if (err == cudaSuccess || err == cudaErrorNoDevice)
         return Py_BuildValue("(ON)", Py_False,
-                             PyUnicode_FromFormat("no CUDA device found (NVIDIA driver for CUDA %d.%d "
-                                                  "is installed, but it sees no GPU)",
+                             PyUnicode_FromFormat("no CUDA-capable device is detected (CUDA %d.%d is "
+                                                  "installed but sees no GPU; check "
+                                                  "CUDA_VISIBLE_DEVICES and nvidia-smi)",
                                                   driver / 1000, (driver % 1000) / 10));
     if (driver == 0)
         return Py_BuildValue("(Os)", Py_False,
@@ -195,7 +196,34 @@ static PyObject *py_versions(PyObject *self, PyObject *unused)
                          "cublas", cublas, "runtime_built", version_string(CUDART_VERSION));
 }
 
+/* Wait for all work queued on device `index` (default: the current one).
+ * Benchmarks call it before reading a clock. */
+static PyObject *py_synchronize(PyObject *self, PyObject *args)
+{
+    int dev = -1, prev = 0;
+    if (!PyArg_ParseTuple(args, "|i:synchronize", &dev))
+        return NULL;
+    cudaError_t err = cudaSuccess;
+    Py_BEGIN_ALLOW_THREADS
+    if (dev >= 0 && (err = cudaGetDevice(&prev)) == cudaSuccess)
+        err = cudaSetDevice(dev);
+    if (err == cudaSuccess)
+        err = cudaDeviceSynchronize();
+    if (dev >= 0 && dev != prev)
+        cudaSetDevice(prev); /* the backend finds its stream by the current device */
+    cudaGetLastError();
+    Py_END_ALLOW_THREADS
+    if (err != cudaSuccess) {
+        PyErr_Format(PyExc_RuntimeError, "CUDA error in cudaDeviceSynchronize: %s (%s)",
+                     cudaGetErrorName(err), cudaGetErrorString(err));
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"synchronize", py_synchronize, METH_VARARGS,
+     "synchronize(index=-1): wait for all work queued on a device (default: the current one)"},
     {"backend", py_backend, METH_NOARGS,
      "backend() -> PyCapsule 'gpuaccel._cuda.backend' holding the CUDA kernel table"},
     {"probe", py_probe, METH_NOARGS,

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# gpu-check: everything CUDA, in one go, on a fresh GPU machine with no registry
+# (`make gpu-check`; issue 3 item 7). Steps, each with its own timeout and log,
+# going on past failures:
+#   1 build    GPUACCEL_CUDA_ARCH=90 pip install --no-build-isolation -e .
+#   2 info     python -m gpuaccel.info
+#   3 tests    pytest tests -k cuda
+#   4 memcheck a short training under compute-sanitizer (memcheck), if found
+#   5 racecheck the GEMM/conv/pool kernels under compute-sanitizer racecheck
+#   6 bench    python -m gpuaccel.bench --device cpu,cuda --epochs 2
+#   7 gemm     hand-written SGEMM vs cuBLAS (benchmarks/bench_gemm_cuda.py)
+# Logs go to ${OUT:-gpu-check-out}; a summary table is printed last. The whole run
+# stays under GPU_CHECK_BUDGET seconds (default 450): a step never gets more than
+# what is left. Dataset: carry the Fashion-MNIST files in .data/ (ignored by git).
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-gpu-check-out}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+PY=${PY:-python3}
+BUDGET=${GPU_CHECK_BUDGET:-450}
+export GPUACCEL_CUDA_ARCH=${GPUACCEL_CUDA_ARCH:-90}
+export PYTHONUNBUFFERED=1
+[ -d "$ROOT/.data" ] && export GPUACCEL_DATA="$ROOT/.data"
+SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+START=$SECONDS
+declare -a NAMES STATUS TIMES
+
+# step NAME TIMEOUT CMD...: run with a timeout capped by the remaining budget.
+step() {
+    local name=$1 limit=$2
+    shift 2
+    local left=$((BUDGET - (SECONDS - START) - 10))
+    [ "$limit" -gt "$left" ] && limit=$left
+    local log="$OUT/$name.log" t0=$SECONDS rc
+    if [ "$limit" -lt 5 ]; then
+        NAMES+=("$name"); STATUS+=("SKIPPED (budget)"); TIMES+=(0)
+        return
+    fi
+    echo "=== $name (timeout ${limit}s): $*" | tee "$log"
+    timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
+    rc=$?
+    local st="ok"
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then st="TIMEOUT (${limit}s)"; elif [ $rc -ne 0 ]; then st="FAIL (rc $rc)"; fi
+    NAMES+=("$name"); STATUS+=("$st"); TIMES+=($((SECONDS - t0)))
+    echo "--- $name: $st in $((SECONDS - t0))s"
+    [ "$st" != "ok" ] && tail -n 25 "$log" | sed 's/^/    | /'
+}
+
+{
+    echo "date: $(date -u +%FT%TZ)"
+    nvidia-smi 2>&1 | head -20
+    command -v nvcc && nvcc --version | tail -2
+    echo "compute-sanitizer: ${SAN:-not found}"
+    echo "python: $($PY --version 2>&1)"
+    $PY -c "import numpy, setuptools; print('numpy', numpy.__version__, 'setuptools', setuptools.__version__)" 2>&1
+    echo "GPUACCEL_DATA=${GPUACCEL_DATA:-unset}  GPUACCEL_CUDA_ARCH=$GPUACCEL_CUDA_ARCH"
+} >"$OUT/machine.log" 2>&1
+
+# No registry there: setuptools/wheel from a carried .whl/ folder if missing.
+if ! $PY -c "import setuptools, wheel" 2>/dev/null && [ -d .whl ]; then
+    $PY -m pip install -q --no-index --find-links .whl setuptools wheel >>"$OUT/machine.log" 2>&1
+fi
+
+step build 240 env GPUACCEL_FORCE_CUDA=1 $PY -m pip install --no-build-isolation --no-index --no-deps -v -e .
+if ! $PY -c "import gpuaccel._cuda" 2>/dev/null; then
+    # pip could not do it (old pip/setuptools?): build in place instead
+    step build-inplace 200 env GPUACCEL_FORCE_CUDA=1 $PY setup.py build_ext --inplace
+    export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+fi
+grep -h "gpuaccel: nvcc" "$OUT"/build*.log 2>/dev/null | tail -9 >"$OUT/nvcc-times.log"
+
+step info 30 $PY -m gpuaccel.info
+step tests 150 $PY -m pytest -q -rs tests -k cuda --junitxml="$OUT/tests-junit.xml"
+
+# A short training (4 steps) and single ops, small enough for the sanitizer.
+cat >"$OUT/sanitize_train.py" <<'EOF'
+import numpy as np
+import gpuaccel as ga
+from gpuaccel.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
+try:
+    (x, y), _ = ga.datasets.fashion_mnist.load_data()
+    x = (x[:512].astype(np.float32) / 255.0).reshape(-1, 1, 28, 28); y = y[:512].astype(np.int32)
+except Exception as e:
+    print("dataset unavailable, random data:", e)
+    rng = np.random.default_rng(0)
+    x = rng.random((512, 1, 28, 28), dtype=np.float32); y = rng.integers(0, 10, 512).astype(np.int32)
+m = ga.Sequential([Conv2D(32, 3, padding="same", activation="relu"), MaxPool2D(2),
+                   Conv2D(64, 3, padding="same", activation="relu"), MaxPool2D(2),
+                   Flatten(), Dense(128, activation="relu"), Dropout(0.25), Dense(10)], input_shape=(1, 28, 28))
+m.compile(optimizer=ga.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"], device="cuda")
+h = m.fit(x, y, epochs=1, batch_size=128, verbose=0, seed=0)
+print("loss", h.history["loss"], "accuracy", h.history.get("accuracy"))
+print("predict", m.predict(x[:16]).shape)
+EOF
+cat >"$OUT/sanitize_ops.py" <<'EOF'
+import numpy as np
+import gpuaccel as ga
+rng = np.random.default_rng(0)
+for (m, n, k) in [(33, 47, 19), (130, 129, 70), (64, 300, 2000)]:
+    for ta in (False, True):
+        for tb in (False, True):
+            a = rng.random((k, m) if ta else (m, k), dtype=np.float32)
+            b = rng.random((n, k) if tb else (k, n), dtype=np.float32)
+            for kern in ("auto", "ref", "cublas"):
+                ga.ops.matmul(a, b, trans_a=ta, trans_b=tb, device="cuda", kernel=kern)
+x = rng.random((3, 5, 11, 9), dtype=np.float32); w = rng.random((7, 5, 3, 3), dtype=np.float32)
+y = ga.ops.conv2d(x, w, stride=2, padding=1, device="cuda")
+ga.ops.conv2d_backward(x, w, np.ones_like(y), stride=2, padding=1, device="cuda")
+p = ga.ops.max_pool2d(x, size=3, stride=2, device="cuda")  # overlapping windows
+ga.ops.max_pool2d_backward(x, np.ones_like(p), size=3, stride=2, device="cuda")
+logits = rng.standard_normal((70, 10), dtype=np.float32); labels = rng.integers(0, 10, 70).astype(np.int32)
+ga.ops.softmax_cross_entropy(logits, labels, device="cuda")
+ga.ops.dropout(x, 0.3, seed=1, device="cuda")
+print("ok")
+EOF
+if [ -n "$SAN" ]; then
+    step memcheck 150 "$SAN" --tool memcheck --error-exitcode 1 --print-limit 20 $PY "$OUT/sanitize_train.py"
+    step racecheck 90 "$SAN" --tool racecheck --error-exitcode 1 --print-limit 20 $PY "$OUT/sanitize_ops.py"
+else
+    NAMES+=("memcheck" "racecheck"); STATUS+=("SKIPPED (no compute-sanitizer)" "SKIPPED (no compute-sanitizer)"); TIMES+=(0 0)
+fi
+
+step bench 200 $PY -m gpuaccel.bench --device cpu,cuda --epochs 2 --out "$OUT/bench"
+step gemm 90 $PY benchmarks/bench_gemm_cuda.py --json "$OUT/gemm_cuda.json"
+
+echo
+echo "================ nvcc ================"
+cat "$OUT/nvcc-times.log" 2>/dev/null
+echo "================ tests ================"
+grep -E "passed|failed|error" "$OUT/tests.log" 2>/dev/null | tail -3
+echo "================ bench (tail) ================"
+tail -n 18 "$OUT/bench.log" 2>/dev/null
+echo "================ gemm (tail) ================"
+sed -n '/^SGEMM on/,$p' "$OUT/gemm.log" 2>/dev/null | head -24
+echo
+echo "================ gpu-check summary ($((SECONDS - START))s, logs in $OUT) ================"
+printf "%-14s %-34s %6s\n" step status seconds
+fail=0
+for i in "${!NAMES[@]}"; do
+    printf "%-14s %-34s %6s\n" "${NAMES[$i]}" "${STATUS[$i]}" "${TIMES[$i]}"
+    case "${STATUS[$i]}" in ok|SKIPPED*) ;; *) fail=1 ;; esac
+done
+exit $fail
