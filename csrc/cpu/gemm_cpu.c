@@ -308,14 +308,17 @@ typedef struct {
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* Split nt threads into tm (row groups) x tn (column-panel groups) so that the
- * busiest thread has as little as possible to do. Ties go to more row groups:
- * threads in one column group would otherwise pack the same A block twice. */
+ * busiest thread has as little as possible to do. Ties go to more column
+ * groups: with tm == 1 every thread packs and reads only its own B panels and
+ * never waits at a barrier (it packs the A block that other threads pack too,
+ * a cost of about 1/(its columns) of its work). Measured on a loaded 2-core
+ * machine, the barrier-free split held up far better. */
 static void thread_grid(int nt, int64_t row_panels, int64_t col_panels, int *tm, int *tn)
 {
     double best = -1.0;
     *tm = nt;
     *tn = 1;
-    for (int r = nt; r >= 1; r--) {
+    for (int r = 1; r <= nt; r++) {
         if (nt % r)
             continue;
         int s = nt / r;
@@ -391,8 +394,9 @@ static ga_status gemm_fast(const gemm_args *g)
             const int64_t row_lo = rp_lo * MR;
             const int64_t row_hi = rp_hi * MR < m ? rp_hi * MR : m;
             /* With one row group each thread packs just the B panels it uses
-             * and nobody waits; otherwise all threads pack a share of the
-             * whole panel and meet at a barrier before reading it. */
+             * and nobody waits (panels sit at a fixed kc_max stride, so a
+             * thread's region never moves); otherwise all threads pack a share
+             * of the whole panel and meet at a barrier before reading it. */
             const int shared_b = tm > 1;
             if (shared_b)
                 share(col_panels, nthr, tid, &pk_lo, &pk_hi);
@@ -411,7 +415,7 @@ static ga_status gemm_fast(const gemm_args *g)
 
                 for (int64_t jp = pk_lo; jp < pk_hi; jp++) {
                     const int64_t j = jp * NR;
-                    pack_b_panel(bpack + j * kc, g->b, g->tb, g->ldb, pc, kc, jc + j,
+                    pack_b_panel(bpack + j * kc_max, g->b, g->tb, g->ldb, pc, kc, jc + j,
                                  nc - j < NR ? nc - j : NR, NR, pack_t);
                 }
 #ifdef _OPENMP
@@ -425,7 +429,7 @@ static ga_status gemm_fast(const gemm_args *g)
                     for (int64_t jp = cp_lo; jp < cp_hi; jp++) {
                         const int64_t j = jp * NR;
                         const int64_t nr = nc - j < NR ? nc - j : NR;
-                        const float *bp = bpack + j * kc;
+                        const float *bp = bpack + j * kc_max;
                         float *cj = g->c + ic * g->ldc + jc + j;
                         for (int64_t ir = 0; ir < mc; ir += MR) {
                             const int64_t mr = mc - ir < MR ? mc - ir : MR;
