@@ -1,13 +1,19 @@
 """The main job: train the reference CNN on Fashion-MNIST on each device and report.
 
     python -m gpuaccel.bench [--device cpu,cuda] [--epochs 3] [--batch-size 128]
-                             [--limit N] [--threads T] [--seed S] [--out DIR] [--quiet]
+                             [--batch-sizes 32,128,512 | --no-sweep] [--sweep-limit 2048]
+                             [--limit N] [--test-limit N] [--peers] [--threads T] [--seed S]
+                             [--out DIR] [--no-plots] [--quiet]
 
 Prints, per device, one row per epoch (epoch time, step time p50/p95, images/s, train
 loss, test accuracy; epoch 1 is the warm-up and is reported apart), then a summary with
-the steady-state figures (mean of the epochs after the first) and the GPU/CPU speedup.
-Writes ``report.json`` and ``report.md`` into ``--out`` with the machine description of
-``gpuaccel.info()``. How every figure is measured is written into the report itself.
+the steady-state figures (mean of the epochs after the first) and the speedup over the
+CPU. A batch-size sweep measures images/s per device on a short run (``--sweep-limit``
+images, one warm-up epoch then one measured epoch) and marks where the GPU overtakes the
+CPU. ``--peers`` trains the same model with Keras and PyTorch (``gpuaccel.peers``) in the
+same run. Writes ``report.json``, ``report.md`` and PNG plots (``gpuaccel.plots``) into
+``--out`` with the machine description of ``gpuaccel.info()``. How every figure is
+measured is written into the report itself.
 """
 import argparse
 import datetime
@@ -16,8 +22,11 @@ import os
 import shlex
 import sys
 import tempfile
+import time
 
 import numpy as np
+
+from .callbacks import Callback
 
 EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s",
               "step_time_ms_p50", "step_time_ms_p95", "images_per_s")
@@ -29,9 +38,15 @@ HOW_MEASURED = [
      "are the mean over epochs 2..E (none when E = 1)."),
     ("Step time: median (p50) and 95th percentile over the steps of the epoch; GPU steps are timed "
      "after a synchronisation."),
+    ("Step-time distribution (plot): the interval between consecutive batch ends as seen by a "
+     "callback, so it also holds batch gathering (and, for the first step of an epoch, the shuffle)."),
     "Images/s: training images / epoch time.",
-    "Test accuracy: on the full test set after each epoch.",
+    "Test accuracy: on the test set (all of it unless --test-limit) after each epoch.",
+    ("Batch-size sweep: per device and batch size, a fresh model trains one warm-up epoch and one "
+     "measured epoch on the first --sweep-limit training images; images/s is the measured epoch's."),
     "Speedup: CPU steady epoch time / device steady epoch time, from the same run.",
+    ("Peers (--peers): Keras and PyTorch train the same model, data, batch and optimizer in the same "
+     "process right after gpuaccel; their ratios come from this one run."),
 ]
 
 
@@ -48,13 +63,14 @@ def compiled_reference_cnn(device, seed=0):
 
 
 # ------------------------------------------------------------------------------- data
-def load_fashion(limit=None):
-    """Fashion-MNIST as float32 (N, 1, 28, 28) in [0, 1] with uint8 labels; first ``limit`` train images."""
+def load_fashion(limit=None, test_limit=None):
+    """Fashion-MNIST as float32 (N, 1, 28, 28) in [0, 1] with uint8 labels; the first
+    ``limit`` training and ``test_limit`` test images (all when None)."""
     from .datasets import fashion_mnist
 
     (x, y), (xt, yt) = fashion_mnist.load_data()
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
+    x, y = x[:limit], y[:limit]
+    xt, yt = xt[:test_limit], yt[:test_limit]
 
     def scale(images):
         return (images.astype(np.float32) / np.float32(255.0)).reshape(-1, 1, 28, 28)
@@ -131,8 +147,28 @@ def speedups(results):
     return out
 
 
-def train(device, data, epochs, batch_size, seed, verbose=0, build=None):
-    """Train a fresh reference CNN on ``device``; return {'device', 'epochs': rows, 'summary', 'error'}."""
+class StepTimer(Callback):
+    """A fit() callback that keeps every step's duration, per epoch, in ``epochs``: the
+    interval between consecutive batch ends (the first from the start of the epoch), in ms."""
+
+    def __init__(self):
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append([])
+        self.last = time.perf_counter()
+
+    def on_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        self.epochs[-1].append(round(1000.0 * (now - self.last), 3))
+        self.last = now
+
+
+def train(device, data, epochs, batch_size, seed, verbose=0, build=None, validate=True):
+    """Train a fresh reference CNN on ``device``; return {'device', 'epochs': rows, 'summary', 'error'}.
+
+    Each row also carries 'step_times_ms' (every step of that epoch, see StepTimer).
+    validate=False skips the test-set evaluation after each epoch (used by the sweep)."""
     x, y, xt, yt = data
     build = build or compiled_reference_cnn
     result = {"device": device, "epochs": [], "summary": {"epochs": 0}, "error": None}
@@ -141,16 +177,57 @@ def train(device, data, epochs, batch_size, seed, verbose=0, build=None):
         if not ok:
             result["error"] = f"CUDA not available: {reason}"
             return result
+    timer = StepTimer()
     try:
         model = build(device, seed)
-        hist = model.fit(x, y, epochs=epochs, batch_size=batch_size, validation_data=(xt, yt),
-                         verbose=verbose, seed=seed)
+        hist = model.fit(x, y, epochs=epochs, batch_size=batch_size,
+                         validation_data=(xt, yt) if validate else None,
+                         verbose=verbose, seed=seed, callbacks=[timer])
     except Exception as e:
         result["error"] = f"{type(e).__name__}: {e}"
         return result
     result["epochs"] = history_rows(hist.history)
+    for row, steps in zip(result["epochs"], timer.epochs):
+        row["step_times_ms"] = steps
     result["summary"] = summarize(result["epochs"])
     return result
+
+
+def sweep(devices, data, batch_sizes, seed, epochs=2):
+    """Images/s per device and batch size: a fresh model per point, ``epochs`` epochs on
+    ``data`` (no evaluation); the last epoch is measured, the first is the warm-up.
+    Returns rows {'device', 'batch_size', 'images_per_s', 'step_time_ms_p50', 'epoch_time_s', 'error'}."""
+    rows = []
+    for device in devices:
+        for bs in batch_sizes:
+            r = train(device, data, epochs, bs, seed, validate=False)
+            last = r["epochs"][-1] if r["epochs"] else {}
+            rows.append({"device": device, "batch_size": bs, "images_per_s": last.get("images_per_s"),
+                         "step_time_ms_p50": last.get("step_time_ms_p50"),
+                         "epoch_time_s": last.get("epoch_time_s"), "error": r["error"]})
+    return rows
+
+
+PEER_NAMES = ("keras", "torch")
+
+
+def run_peers(data, epochs, batch_size, seed, names=PEER_NAMES):
+    """Train the reference CNN with each peer framework via ``gpuaccel.peers.run``; a
+    missing module or framework gives a result with 'error' set, never an exception."""
+    try:
+        from . import peers
+    except Exception as e:
+        return [{"device": f"{n}-cpu", "epochs": [], "summary": {"epochs": 0},
+                 "error": f"gpuaccel.peers is not available ({type(e).__name__}: {e})"} for n in names]
+    results = []
+    for name in names:
+        try:
+            r = peers.run(name, data, epochs, batch_size, seed)
+        except Exception as e:
+            r = {"device": f"{name}-cpu", "epochs": [], "summary": {"epochs": 0},
+                 "error": f"{type(e).__name__}: {e}"}
+        results.append(r)
+    return results
 
 
 # ------------------------------------------------------------------------- formatting
@@ -229,24 +306,83 @@ def machine_lines(d):
     return lines
 
 
+def format_sweep(rows, markdown=False):
+    """The batch-size sweep: one row per batch size, one images/s column per device."""
+    devices = list(dict.fromkeys(r["device"] for r in rows))
+    sizes = sorted({r["batch_size"] for r in rows})
+    by = {(r["device"], r["batch_size"]): r for r in rows}
+    cells = []
+    for bs in sizes:
+        row = [str(bs)]
+        for d in devices:
+            r = by.get((d, bs), {})
+            row.append("failed" if r.get("error") else _fmt(r.get("images_per_s"), ",.0f"))
+        cells.append(row)
+    return _table(["batch size"] + [f"{d} images/s" for d in devices], cells, markdown)
+
+
+def busy_note(settings):
+    """A warning when the machine was loaded while we measured, else ''."""
+    load, cores = settings.get("load_average"), settings.get("usable_cores") or 1
+    if not load:
+        return ""
+    worst = max(load)
+    if worst <= 0.5 * cores:
+        return ""
+    return (f"The machine was busy while this ran (1-minute load average up to {worst:.1f} on "
+            f"{cores} usable cores): other processes shared the CPU, so the timings are unreliable, "
+            "slower and noisier than on a quiet machine. Read them as a demonstration of the method, "
+            "not as this CPU's speed, and rerun on a quiet machine before quoting them.")
+
+
+PLOT_TITLES = {
+    "epoch_time": "Epoch time per device (warm-up apart)",
+    "step_time": "Step-time distribution",
+    "batch_sweep": "Images/s against batch size",
+    "accuracy": "Test accuracy per epoch",
+    "speedup": "Speedup over the CPU",
+}
+
+
 def format_markdown(report):
     """The whole report as Markdown."""
+    from .info import format_info
+
     s = report["settings"]
     out = ["# gpuaccel benchmark: reference CNN on Fashion-MNIST", "",
            f"Run {report['created']}:", "", "```", report["command"], "```", "",
            (f"{s['train_images']} training / {s['test_images']} test images, batch {s['batch_size']}, "
-            f"{s['epochs']} epoch(s), seed {s['seed']}, {s['model']}, {s['optimizer']}."), "",
-           "## Machine", ""]
+            f"{s['epochs']} epoch(s), seed {s['seed']}, {s['model']}, {s['optimizer']}."), ""]
+    note = busy_note(s)
+    if note:
+        out += [f"> **Note:** {note}", ""]
+    out += ["## Machine", ""]
     out += [f"- {line}" for line in machine_lines(report["info"])]
-    for r in report["devices"]:
+    for skipped in report.get("skipped_devices", []):
+        out.append(f"- {skipped['device']} not measured: {skipped['reason']}")
+    for r in report["devices"] + report.get("peers", []):
         out += ["", f"## {r['device']}", ""]
         if r.get("error"):
             out.append(f"Failed: {r['error']}")
         else:
             out.append(format_epochs(r["epochs"], markdown=True))
-    out += ["", "## Summary", "", format_summary(report["devices"], markdown=True), "",
-            "## How it was measured", ""]
+    out += ["", "## Summary", "", format_summary(report["devices"] + report.get("peers", []), markdown=True)]
+    if report.get("sweep"):
+        out += ["", "## Batch-size sweep", "",
+                f"{s.get('sweep_images')} training images, one warm-up epoch then one measured epoch per point.",
+                "", format_sweep(report["sweep"], markdown=True)]
+        if report.get("crossover"):
+            out += ["", f"Crossover: {report['crossover']['note']}."]
+    plots = report.get("plots") or {}
+    if plots:
+        out += ["", "## Plots", ""]
+        for name, file in plots.items():
+            out += [f"![{PLOT_TITLES.get(name, name)}]({file})", ""]
+    elif report.get("plots_error"):
+        out += ["", "## Plots", "", f"No plots: {report['plots_error']}"]
+    out += ["", "## How it was measured", ""]
     out += [f"- {line}" for line in report["how_measured"]]
+    out += ["", "## Environment (`python -m gpuaccel.info`)", "", "```", format_info(report["info"]).rstrip(), "```"]
     return "\n".join(out) + "\n"
 
 
@@ -264,9 +400,18 @@ def _write_atomic(path, text):
         raise
 
 
-def write_report(out_dir, report):
-    """Write report.json and report.md into ``out_dir``; return their paths."""
+def write_report(out_dir, report, plots=True):
+    """Write the PNG plots (unless plots=False), report.json and report.md into ``out_dir``;
+    return the paths of the two reports. A plotting failure is recorded, not raised."""
     os.makedirs(out_dir, exist_ok=True)
+    if plots:
+        try:
+            from .plots import write_plots
+
+            report["plots"] = write_plots(report, out_dir)
+        except Exception as e:
+            report["plots"] = {}
+            report["plots_error"] = f"{type(e).__name__}: {e}"
     json_path, md_path = os.path.join(out_dir, "report.json"), os.path.join(out_dir, "report.md")
     _write_atomic(json_path, json.dumps(report, indent=2, default=str) + "\n")
     _write_atomic(md_path, format_markdown(report))
@@ -274,19 +419,37 @@ def write_report(out_dir, report):
 
 
 # ------------------------------------------------------------------------------- main
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be integers >= 1, got {text!r}")
+    return values
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m gpuaccel.bench",
                                 description="Train the reference CNN on Fashion-MNIST on each device and report.")
     p.add_argument("--device", help="comma-separated devices, e.g. cpu,cuda (default: every available one)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per device (default 3; epoch 1 is the warm-up)")
-    p.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
+    p.add_argument("--batch-size", type=int, default=128, help="batch size of the main run (default 128)")
+    p.add_argument("--batch-sizes", type=_int_list, default=[32, 128, 512],
+                   help="batch sizes of the images/s sweep (default 32,128,512)")
+    p.add_argument("--sweep-limit", type=int, default=2048,
+                   help="training images per sweep point (default 2048)")
+    p.add_argument("--no-sweep", action="store_true", help="skip the batch-size sweep")
     p.add_argument("--limit", type=int, help="train on the first N training images only")
+    p.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
+    p.add_argument("--peers", action="store_true", help="also train the model with Keras and PyTorch (gpuaccel.peers)")
     p.add_argument("--threads", type=int, help="CPU threads (default: gpuaccel's default)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and shuffling (default 0)")
-    p.add_argument("--out", default="bench-out", help="folder for report.json and report.md (default bench-out)")
+    p.add_argument("--out", default="bench-out", help="folder for report.json, report.md and plots (default bench-out)")
+    p.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "limit", "threads"):
+    for name in ("epochs", "batch_size", "limit", "test_limit", "sweep_limit", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -305,6 +468,13 @@ def _threads(requested):
         return requested
 
 
+def _load_average():
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def main(argv=None):
     """Entry point of ``python -m gpuaccel.bench``: 0 on success, 1 when a device failed, 2 without data."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -313,12 +483,18 @@ def main(argv=None):
     from .info import info
 
     devices = [d.strip() for d in args.device.split(",") if d.strip()] if args.device else default_devices()
+    skipped = []
+    if not args.device and "cuda" not in devices:
+        skipped.append({"device": "cuda", "reason": _cuda_status()[1]})
     threads = _threads(args.threads)
+    load = [_load_average()]
     machine = info()
     for line in machine_lines(machine):
         say(line)
+    for sk in skipped:
+        say(f"{sk['device']} not measured: {sk['reason']}")
     try:
-        data = load_fashion(args.limit)
+        data = load_fashion(args.limit, args.test_limit)
     except (FileNotFoundError, ValueError) as e:
         print(f"gpuaccel.bench: cannot load Fashion-MNIST: {e}", file=sys.stderr)
         return 2
@@ -332,23 +508,55 @@ def main(argv=None):
             print(f"{device} failed: {result['error']}", file=sys.stderr)
         else:
             say("\n" + format_epochs(result["epochs"]))
+    peer_results = []
+    if args.peers:
+        say(f"\n== peers: {', '.join(PEER_NAMES)} ==")
+        peer_results = run_peers(data, args.epochs, args.batch_size, args.seed)
+        for r in peer_results:
+            say(f"{r['device']}: {'failed: ' + r['error'] if r['error'] else 'done'}")
+    sweep_rows, cross = [], None
+    sweep_data = (data[0][:args.sweep_limit], data[1][:args.sweep_limit], data[2], data[3])
+    if not args.no_sweep:
+        say(f"\n== batch-size sweep: {', '.join(map(str, args.batch_sizes))} on {len(sweep_data[0])} images ==")
+        sweep_rows = sweep(devices, sweep_data, args.batch_sizes, args.seed)
+        say(format_sweep(sweep_rows))
+        gpus = [d for d in devices if d.startswith("cuda")]
+        if "cpu" in devices and gpus:
+            from .plots import crossover
+
+            cross = crossover(sweep_rows, "cpu", gpus[0])
+            say(f"crossover: {cross['note']}")
+    load.append(_load_average())
     report = {
         "tool": "gpuaccel.bench",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m gpuaccel.bench" + (" " + shlex.join(argv) if argv else ""),
         "argv": argv,
         "settings": {"devices": devices, "epochs": args.epochs, "batch_size": args.batch_size,
-                     "limit": args.limit, "threads": threads, "seed": args.seed,
+                     "limit": args.limit, "test_limit": args.test_limit, "threads": threads, "seed": args.seed,
                      "train_images": len(data[0]), "test_images": len(data[2]),
+                     "sweep_batch_sizes": [] if args.no_sweep else args.batch_sizes,
+                     "sweep_images": len(sweep_data[0]), "sweep_epochs": 2,
+                     "load_average": [v for v in load if v is not None],
+                     "usable_cores": machine["cpu"].get("usable_cores"),
                      "model": "reference CNN (DESIGN.md section 3)", "optimizer": "Adam(1e-3)"},
         "how_measured": HOW_MEASURED,
         "info": machine,
         "devices": results,
-        "speedup": speedups(results),
+        "skipped_devices": skipped,
+        "peers": peer_results,
+        "speedup": speedups(results + peer_results),
+        "sweep": sweep_rows,
+        "crossover": cross,
     }
-    json_path, md_path = write_report(args.out, report)
-    print("\nSummary (steady state = mean of epochs after the first)\n" + format_summary(results))
-    say(f"\nwrote {json_path} and {md_path}")
+    json_path, md_path = write_report(args.out, report, plots=not args.no_plots)
+    print("\nSummary (steady state = mean of epochs after the first)\n" + format_summary(results + peer_results))
+    note = busy_note(report["settings"])
+    if note:
+        print(f"\nnote: {note}")
+    if report.get("plots_error"):
+        print(f"no plots: {report['plots_error']}", file=sys.stderr)
+    say(f"\nwrote {json_path}, {md_path}" + "".join(f", {p}" for p in (report.get("plots") or {}).values()))
     return 1 if any(r["error"] for r in results) else 0
 
 

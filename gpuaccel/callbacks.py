@@ -48,25 +48,79 @@ def _fmt_time(s):
 
 
 class ProgressBar(Callback):
-    """verbose=1: a bar with ETA, ms/step, loss and accuracy, redrawn at most every
-    `interval` seconds (longer in Jupyter, so a notebook is not flooded);
-    verbose=2: one line per epoch; 0: silent."""
+    """The progress shown by ``fit(verbose=...)``.
 
-    def __init__(self, verbose=1, stream=None, interval=None):
+    verbose=1: per epoch, a Keras-like bar ``12/47 [=====>....] - ETA: 3s - loss: ...``
+    that ends as ``47/47 [======] - 5s 98ms/step - loss: ... - val_accuracy: ...``.
+    Where it is redrawn depends on where it runs:
+
+    - Jupyter: one output line per epoch, updated in place through an IPython display
+      handle at most every ``interval`` seconds (0.5), so a notebook is never flooded;
+    - a terminal: the line is rewritten with ``\\r`` at most every ``interval`` s (0.1);
+    - a pipe or a log file: no intermediate redraws, only the finished line per epoch.
+
+    verbose=2: one line per epoch (time, ms/step, metrics); verbose=0: silent.
+    """
+
+    METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+    def __init__(self, verbose=1, stream=None, interval=None, notebook=None):
+        if verbose not in (0, 1, 2):
+            raise ValueError("verbose must be 0, 1 or 2")
         self.verbose = verbose
+        self.notebook = (_in_notebook() and stream is None) if notebook is None else notebook
         self.stream = stream or sys.stdout
-        self.notebook = _in_notebook()
         self.interval = interval if interval is not None else (0.5 if self.notebook else 0.1)
+        self.epochs, self.steps, self.handle = 1, 1, None
+
+    def _live(self):
+        """True when intermediate redraws are wanted (a notebook or a terminal)."""
+        if self.notebook:
+            return True
+        isatty = getattr(self.stream, "isatty", None)
+        try:
+            return bool(isatty and isatty())
+        except ValueError:  # closed stream
+            return False
 
     def on_train_begin(self, logs=None):
         self.epochs = (logs or {}).get("epochs", 1)
         self.steps = (logs or {}).get("steps", 1)
 
+    def _show(self, text, final=False):
+        """Draw ``text`` as the current epoch's line."""
+        if self.notebook:
+            try:
+                from IPython.display import display
+
+                if self.handle is None:
+                    self.handle = display({"text/plain": text}, raw=True, display_id=True)
+                else:
+                    self.handle.update({"text/plain": text}, raw=True)
+                return
+            except Exception:  # no usable IPython after all: fall back to the stream
+                self.notebook = False
+        if self._live():
+            self.stream.write("\r" + text + ("\n" if final else ""))
+        elif final:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.perf_counter()
-        self.last_draw = 0.0
+        self.last_draw = -math.inf  # the first step is drawn at once
+        self.handle = None
         if self.verbose == 1:
-            self.stream.write(f"Epoch {epoch + 1}/{self.epochs}\n")
+            header = f"Epoch {epoch + 1}/{self.epochs}"
+            if self.notebook:
+                self.header = header + "\n"  # kept on the epoch's own display line
+            else:
+                self.header = ""
+                self.stream.write(header + "\n")
+                self.stream.flush()
+
+    def _metrics(self, logs):
+        return " - ".join(f"{k}: {logs[k]:.4f}" for k in self.METRICS if k in logs)
 
     def _bar(self, step, logs, final):
         elapsed = logs.get("epoch_time_s") if final else None
@@ -77,29 +131,25 @@ class ProgressBar(Callback):
         done = width if final else int(width * step / self.steps)
         bar = "=" * max(done - 1, 0) + (">" if not final and done else "=" if done else "") + "." * (width - done)
         tail = f"{_fmt_time(elapsed)} {ms:.0f}ms/step" if final else f"ETA: {_fmt_time(ms * (self.steps - step) / 1000)}"
-        metrics = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()
-                             if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
-        return f"{step}/{self.steps} [{bar}] - {tail} - {metrics}"
+        return f"{step}/{self.steps} [{bar}] - {tail} - {self._metrics(logs)}"
 
     def on_batch_end(self, batch, logs=None):
-        if self.verbose != 1:
+        if self.verbose != 1 or batch + 1 >= self.steps:  # the last step is drawn by on_epoch_end
             return
         now = time.perf_counter()
-        if now - self.last_draw < self.interval and batch + 1 < self.steps:
+        if now - self.last_draw < self.interval or not self._live():
             return
         self.last_draw = now
-        self.stream.write("\r" + self._bar(batch + 1, logs or {}, final=False))
-        self.stream.flush()
+        self._show(self.header + self._bar(batch + 1, logs or {}, final=False))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.verbose == 1:
-            self.stream.write("\r" + self._bar(self.steps, logs, final=True) + "\n")
+            self._show(self.header + self._bar(self.steps, logs, final=True), final=True)
         elif self.verbose == 2:
-            metrics = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
             self.stream.write(f"Epoch {epoch + 1}/{self.epochs} - {logs.get('epoch_time_s', 0):.1f}s - "
-                              f"{logs.get('step_time_ms_p50', 0):.0f}ms/step - {metrics}\n")
-        self.stream.flush()
+                              f"{logs.get('step_time_ms_p50', 0):.0f}ms/step - {self._metrics(logs)}\n")
+            self.stream.flush()
 
 
 def _better(mode, monitor):

@@ -10,6 +10,7 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 
 __all__ = ["info", "cpu_model", "code_for_device", "format_info", "main"]
@@ -97,6 +98,15 @@ def _build():
 
 
 # ------------------------------------------------------------------------------ CUDA
+def _nvcc_version(nvcc):
+    """'12.4' from ``nvcc --version`` ('release 12.4, V12.4.131'), or None."""
+    if not nvcc:
+        return None
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=20).stdout
+    m = re.search(r"release (\d+\.\d+)", out)
+    return m.group(1) if m else None
+
+
 def _arch_number(name):
     """'sm_86' -> (8, 6), 'compute_120' -> (12, 0), 'sm_90a' -> (9, 0); None if unparsable."""
     m = re.fullmatch(r"(?:sm|compute)_(\d+)(\d)[a-z]?", name)
@@ -164,6 +174,7 @@ def _cuda():
     out = {"built": False, "available": False, "reason": "", "diagnosis": "",
            "compiled_archs": [], "versions": {}, "devices": [],
            "nvcc": shutil.which("nvcc"), "nvidia_smi": shutil.which("nvidia-smi")}
+    out["nvcc_version"], _ = _try(_nvcc_version, out["nvcc"])
     driver_file = "/proc/driver/nvidia/version"
     if os.path.exists(driver_file):
         out["driver_proc"], _ = _try(_first_line, driver_file)
@@ -206,6 +217,9 @@ def _cuda():
             kind, detail = code_for_device(int(props["major"]), int(props["minor"]), out["compiled_archs"])
             dev["code"], dev["code_detail"] = kind, detail
         out["devices"].append(dev)
+    unusable = [d for d in out["devices"] if d.get("code") == "none" or "error" in d]
+    if unusable and not out["diagnosis"]:
+        out["diagnosis"] = "; ".join(f"GPU {d['index']}: {d.get('code_detail') or d.get('error')}" for d in unusable)
     return out
 
 
@@ -271,10 +285,14 @@ def format_info(d):
                                       + (f" (OMP_NUM_THREADS={d['omp_num_threads_env']})"
                                          if d.get("omp_num_threads_env") else ""))])
     v = cuda.get("versions") or {}
-    rows = [("available", "yes" if cuda["available"] else "no"),
+    rows = [("built", "yes" if cuda.get("built") else "no"),
+            ("available", "yes" if cuda["available"] else "no"),
             ("built for", " ".join(cuda["compiled_archs"]) or "- (no CUDA code in this build)"),
-            ("runtime", v.get("runtime", "-")), ("driver", v.get("driver", "-")), ("cuBLAS", v.get("cublas", "-")),
-            ("nvcc", cuda.get("nvcc") or "not on PATH")]
+            ("runtime", v.get("runtime") or "-"),
+            ("driver", v.get("driver") or "- (none loaded)"),
+            ("cuBLAS", v.get("cublas") or "-"),
+            ("nvcc", (f"{cuda['nvcc_version']} ({cuda['nvcc']})" if cuda.get("nvcc_version") else
+                      cuda.get("nvcc") or "not on PATH"))]
     if cuda.get("driver_proc"):
         rows.append(("kernel module", cuda["driver_proc"]))
     for dev in cuda["devices"]:
@@ -286,7 +304,7 @@ def format_info(d):
                                              f"{dev.get('multiprocessors', '?')} SMs, {_gib(dev.get('total_memory'))}")))
         if "code_detail" in dev:
             rows.append(("  code", dev["code_detail"]))
-    if not cuda["available"]:
+    if not cuda["available"] or cuda.get("diagnosis"):
         rows.append(("diagnosis", cuda.get("diagnosis") or cuda.get("reason") or "-"))
     section("CUDA", rows)
     return "\n".join(lines).rstrip() + "\n"

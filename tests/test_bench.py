@@ -31,14 +31,25 @@ def fake_history(epochs=3, base=2.0):
 
 
 class FakeModel:
-    """Stands in for a compiled Sequential: fit() returns a fake History."""
+    """Stands in for a compiled Sequential: fit() calls the callbacks' epoch and batch
+    hooks and returns a fake History whose images/s scale with the batch size."""
 
     def __init__(self, device, base):
         self.device, self.base = device, base
 
-    def fit(self, x, y, epochs, batch_size, validation_data, verbose, seed):
+    def fit(self, x, y, epochs, batch_size, validation_data, verbose, seed, callbacks=()):
         assert x.dtype == np.float32 and x.shape[1:] == (1, 28, 28) and len(x) == len(y)
-        return types.SimpleNamespace(history=fake_history(epochs, self.base))
+        for epoch in range(epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch)
+            for step in range(-(-len(x) // batch_size)):
+                for cb in callbacks:
+                    cb.on_batch_end(step, {})
+        history = fake_history(epochs, self.base)
+        history["images_per_s"] = [v * batch_size / 128 for v in history["images_per_s"]]
+        if validation_data is None:
+            del history["val_loss"], history["val_accuracy"]
+        return types.SimpleNamespace(history=history)
 
 
 def check_report(out_dir, devices, epochs):
@@ -67,10 +78,16 @@ def check_report(out_dir, devices, epochs):
 @pytest.mark.skipif(not HAVE_DATA, reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
 def test_main_cpu_one_epoch(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUACCEL_NO_DOWNLOAD", "1")
-    rc = bench.main(["--device", "cpu", "--epochs", "1", "--limit", "512", "--out", str(tmp_path), "--quiet"])
-    report, _ = check_report(tmp_path, ["cpu"], 1)
+    rc = bench.main(["--device", "cpu", "--epochs", "1", "--limit", "256", "--test-limit", "200",
+                     "--batch-sizes", "64,256", "--sweep-limit", "256", "--out", str(tmp_path), "--quiet"])
+    report, md = check_report(tmp_path, ["cpu"], 1)
     assert rc == 0
-    assert report["settings"]["train_images"] == 512 and report["settings"]["test_images"] == 10000
+    assert report["settings"]["train_images"] == 256 and report["settings"]["test_images"] == 200
+    assert len(report["devices"][0]["epochs"][0]["step_times_ms"]) == 2  # 256 images / batch 128
+    assert [r["batch_size"] for r in report["sweep"]] == [64, 256]
+    assert all(r["images_per_s"] > 0 and r["error"] is None for r in report["sweep"])
+    for name, file in report["plots"].items():
+        assert (tmp_path / file).stat().st_size > 1000 and f"]({file})" in md
 
 
 # ------------------------------------------------------------- the pipeline, faked
@@ -80,20 +97,67 @@ def fake_run(monkeypatch):
     rng = np.random.default_rng(0)
     data = (rng.random((64, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 64, dtype=np.uint8),
             rng.random((16, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 16, dtype=np.uint8))
-    monkeypatch.setattr(bench, "load_fashion", lambda limit=None: data)
+    monkeypatch.setattr(bench, "load_fashion", lambda limit=None, test_limit=None: data)
     monkeypatch.setattr(bench, "compiled_reference_cnn",
                         lambda device, seed=0: FakeModel(device, 2.0 if device == "cpu" else 0.5))
     monkeypatch.setattr(bench, "_cuda_status", lambda: (True, ""))
 
 
 def test_main_with_fake_model_two_devices(tmp_path, fake_run, capsys):
-    rc = bench.main(["--device", "cpu,cuda", "--epochs", "3", "--out", str(tmp_path)])
+    rc = bench.main(["--device", "cpu,cuda", "--epochs", "3", "--batch-sizes", "8,32", "--out", str(tmp_path)])
     assert rc == 0
     report, md = check_report(tmp_path, ["cpu", "cuda"], 3)
     assert report["speedup"]["cuda"] == {"speedup": pytest.approx(4.0), "basis": "steady"}
     assert "4.00x" in md and "speedup vs cpu" in md
     printed = capsys.readouterr().out
     assert "1 (warm-up)" in printed and "4.00x" in printed
+    # every epoch row keeps its step times (64 images / batch 128 = 1 step)
+    assert all(len(row["step_times_ms"]) == 1 for row in report["devices"][0]["epochs"])
+    # the sweep: one point per device and batch size, no evaluation
+    assert [(r["device"], r["batch_size"]) for r in report["sweep"]] == [("cpu", 8), ("cpu", 32), ("cuda", 8), ("cuda", 32)]
+    assert report["crossover"]["batch_size"] is None and "cuda is faster at every" in report["crossover"]["note"]
+    assert "## Batch-size sweep" in md and "| batch size |" in md
+    # the plots exist, are PNG files and are embedded in report.md
+    assert set(report["plots"]) == {"epoch_time", "step_time", "batch_sweep", "accuracy", "speedup"}
+    for file in report["plots"].values():
+        assert (tmp_path / file).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({file})" in md
+    assert "## Environment" in md and "CUDA" in md
+
+
+def test_no_plots_and_no_sweep(tmp_path, fake_run):
+    assert bench.main(["--device", "cpu", "--epochs", "1", "--no-sweep", "--no-plots", "--out", str(tmp_path),
+                       "--quiet"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["sweep"] == [] and "plots" not in report
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_peers_missing_are_recorded_not_fatal(tmp_path, fake_run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gpuaccel.peers", None)  # import fails
+    rc = bench.main(["--device", "cpu", "--epochs", "2", "--peers", "--no-sweep", "--out", str(tmp_path), "--quiet"])
+    assert rc == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [p["device"] for p in report["peers"]] == ["keras-cpu", "torch-cpu"]
+    assert all("gpuaccel.peers is not available" in p["error"] for p in report["peers"])
+    assert "keras-cpu" in (tmp_path / "report.md").read_text()
+
+
+def test_peers_results_join_the_comparison(tmp_path, fake_run, monkeypatch):
+    calls = []
+
+    def run(name, data, epochs, batch_size, seed):
+        calls.append((name, len(data[0]), epochs, batch_size, seed))
+        if name == "torch":
+            raise RuntimeError("torch exploded")
+        rows = bench.history_rows(fake_history(epochs, 8.0))
+        return {"device": f"{name}-cpu", "epochs": rows, "summary": bench.summarize(rows), "error": None}
+
+    monkeypatch.setitem(sys.modules, "gpuaccel.peers", types.SimpleNamespace(run=run))
+    rc = bench.main(["--device", "cpu", "--epochs", "2", "--peers", "--no-sweep", "--out", str(tmp_path), "--quiet"])
+    assert rc == 0 and calls == [("keras", 64, 2, 128, 0), ("torch", 64, 2, 128, 0)]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["speedup"]["keras-cpu"]["speedup"] == pytest.approx(0.25)
+    assert "torch exploded" in report["peers"][1]["error"]
 
 
 def test_failed_device_is_reported(tmp_path, fake_run, monkeypatch):
@@ -114,9 +178,52 @@ def test_missing_data_is_a_clean_error(tmp_path, monkeypatch, capsys):
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
 
 
-def test_bad_options():
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--batch-sizes", "32,x"], ["--batch-sizes", "0,8"],
+                                  ["--test-limit", "0"], ["--sweep-limit", "-1"]])
+def test_bad_options(argv):
     with pytest.raises(SystemExit):
-        bench.parse_args(["--epochs", "0"])
+        bench.parse_args(argv)
+
+
+def test_busy_note():
+    assert bench.busy_note({"load_average": [0.3, 0.8], "usable_cores": 2}) == ""
+    assert "unreliable" in bench.busy_note({"load_average": [0.3, 5.0], "usable_cores": 2})
+    assert bench.busy_note({}) == ""
+
+
+@pytest.mark.parametrize("cpu, gpu, at, words", [
+    ([100, 200, 300], [50, 250, 900], 64 * 2 ** (1 / 3), "cuda is faster above a batch of about 81"),
+    ([100, 200, 300], [150, 400, 900], None, "cuda is faster at every"),
+    ([100, 200, 300], [50, 100, 150], None, "cpu is faster at every"),
+])
+def test_crossover(cpu, gpu, at, words):
+    from gpuaccel.plots import crossover
+
+    sweep = [{"device": d, "batch_size": bs, "images_per_s": v}
+             for d, values in (("cpu", cpu), ("cuda", gpu)) for bs, v in zip((32, 128, 512), values)]
+    cross = crossover(sweep)
+    assert cross["batch_size"] == (None if at is None else pytest.approx(at))
+    assert words in cross["note"]
+    assert crossover(sweep[:3])["batch_size"] is None  # no GPU rows
+
+
+def test_plots_of_a_cpu_only_report_with_a_failed_gpu(tmp_path):
+    from gpuaccel import plots
+
+    rows = bench.history_rows(fake_history(3))
+    for row in rows:
+        row["step_times_ms"] = list(np.linspace(3, 9, 20))
+    report = {"settings": {"train_images": 64, "test_images": 16, "batch_size": 8, "sweep_images": 64},
+              "devices": [{"device": "cpu", "epochs": rows, "summary": bench.summarize(rows), "error": None},
+                          {"device": "cuda", "epochs": [], "summary": {"epochs": 0}, "error": "no driver"}],
+              "sweep": [{"device": "cpu", "batch_size": 8, "images_per_s": 10.0, "error": None},
+                        {"device": "cuda", "batch_size": 8, "images_per_s": None, "error": "no driver"}]}
+    written = plots.write_plots(report, tmp_path)
+    assert sorted(written) == sorted(plots.PLOTTERS)
+    for file in written.values():
+        assert (tmp_path / file).stat().st_size > 1000
+    empty = plots.write_plots({"devices": []}, tmp_path / "empty")  # nothing trained: still draws, never raises
+    assert "batch_sweep" not in empty and len(empty) == 4
 
 
 # ------------------------------------------------------------------ formatting only
@@ -208,3 +315,100 @@ def test_code_for_device(cc, archs, kind):
 def test_info_cli(capsys):
     assert info_mod.main(["--json"]) == 0
     assert "cuda" in json.loads(capsys.readouterr().out)
+
+
+# ------------------------------------------------------------------- the progress bar
+class FakeTTY:
+    """A stream that says it is a terminal and records what was written."""
+
+    def __init__(self, tty=True):
+        self.text, self.tty = "", tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return self.tty
+
+
+def drive(bar, epochs=2, steps=50):
+    """Call the bar's hooks like fit() does, with no time passing between steps."""
+    bar.on_train_begin({"epochs": epochs, "steps": steps})
+    for epoch in range(epochs):
+        bar.on_epoch_begin(epoch)
+        for i in range(steps):
+            bar.on_batch_end(i, {"loss": 1.0 / (i + 1), "accuracy": 0.5})
+        bar.on_epoch_end(epoch, {"loss": 0.1, "accuracy": 0.9, "val_loss": 0.2, "val_accuracy": 0.8,
+                                 "epoch_time_s": 1.5, "step_time_ms_p50": 30.0})
+
+
+def test_progress_bar_terminal_is_throttled():
+    from gpuaccel.callbacks import ProgressBar
+
+    out = FakeTTY()
+    drive(ProgressBar(1, stream=out, interval=3600))
+    assert out.text.count("Epoch ") == 2 and out.text.count("\n") == 4  # header + final line per epoch
+    assert out.text.count("\r") == 4  # one redraw (the first step) and the final line, per epoch
+    assert "50/50 [==============================] - 2s 30ms/step - loss: 0.1000" in out.text
+    assert "val_accuracy: 0.8000" in out.text and "ETA" in out.text
+
+
+def test_progress_bar_pipe_writes_finished_lines_only():
+    from gpuaccel.callbacks import ProgressBar
+
+    out = FakeTTY(tty=False)
+    drive(ProgressBar(1, stream=out, interval=0))
+    assert "\r" not in out.text and "ETA" not in out.text
+    assert len(out.text.splitlines()) == 4
+
+
+def test_progress_bar_verbose_2_and_0():
+    from gpuaccel.callbacks import ProgressBar
+
+    out = FakeTTY()
+    drive(ProgressBar(2, stream=out, interval=0))
+    assert out.text.splitlines()[0].startswith("Epoch 1/2 - 1.5s - 30ms/step - loss: 0.1000")
+    assert len(out.text.splitlines()) == 2 and "\r" not in out.text
+    silent = FakeTTY()
+    drive(ProgressBar(0, stream=silent, interval=0))
+    assert silent.text == ""
+    with pytest.raises(ValueError):
+        ProgressBar(3)
+
+
+def test_progress_bar_in_jupyter_updates_one_display_per_epoch(monkeypatch):
+    import IPython.display
+    from gpuaccel.callbacks import ProgressBar
+
+    shown = []
+
+    class Handle:
+        def __init__(self, i):
+            self.i = i
+
+        def update(self, obj, raw=False):
+            shown[self.i].append(obj["text/plain"])
+
+    def display(obj, raw=False, display_id=False):
+        assert raw and display_id
+        shown.append([obj["text/plain"]])
+        return Handle(len(shown) - 1)
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    out = FakeTTY()
+    drive(ProgressBar(1, stream=None, notebook=True, interval=3600), epochs=3)
+    assert out.text == "" and len(shown) == 3  # one display per epoch, updated in place
+    for epoch, lines in enumerate(shown):
+        assert len(lines) == 2  # the first redraw, then the finished line
+        assert lines[-1].startswith(f"Epoch {epoch + 1}/3\n50/50 [") and "val_accuracy: 0.8000" in lines[-1]
+
+
+def test_info_reads_the_nvcc_version(tmp_path):
+    nvcc = tmp_path / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.4, V12.4.131'\n")
+    nvcc.chmod(0o755)
+    assert info_mod._nvcc_version(str(nvcc)) == "12.4"
+    assert info_mod._nvcc_version(None) is None

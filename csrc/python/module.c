@@ -7,6 +7,7 @@
 
 #include "core/threads.h"
 #include "cpu/gemm_cpu.h"
+#include "cpu/peak_cpu.h"
 
 /* The CUDA table, handed over by gpuaccel._cuda through a capsule. */
 static const ga_backend *cuda_backend = NULL;
@@ -148,7 +149,27 @@ static PyObject *build_info(PyObject *self, PyObject *unused)
                          "backend_abi", GA_BACKEND_ABI);
 }
 
+/* cpu_peak_gflops(threads=all, seconds=0.3) -> (GFLOP/s, isa) */
+static PyObject *cpu_peak_gflops(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"threads", "seconds", NULL};
+    int threads = ga_get_num_threads();
+    double seconds = 0.3, gflops = 0.0;
+    const char *isa = "";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|id:cpu_peak_gflops", kwlist, &threads, &seconds))
+        return NULL;
+    ga_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = ga_cpu_peak_gflops(&gflops, &isa, threads, seconds);
+    Py_END_ALLOW_THREADS
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    return Py_BuildValue("(ds)", gflops, isa);
+}
+
 static PyMethodDef module_methods[] = {
+    {"cpu_peak_gflops", (PyCFunction)(void (*)(void))cpu_peak_gflops, METH_VARARGS | METH_KEYWORDS,
+     "Measured FP32 FMA throughput: cpu_peak_gflops(threads, seconds) -> (GFLOP/s, isa)."},
     {"_register_backend", register_backend, METH_VARARGS, "Register a device backend capsule."},
     {"set_num_threads", set_num_threads, METH_O, "Threads used by the CPU kernels."},
     {"get_num_threads", get_num_threads, METH_NOARGS, "Threads used by the CPU kernels."},
