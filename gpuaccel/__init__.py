@@ -7,7 +7,6 @@ from ._C import Tensor
 from . import cuda, datasets, layers, models, ops, optimizers, callbacks
 from ._device import resolve as _resolve
 from .models import Sequential
-from .info import info
 
 __all__ = ["Tensor", "Sequential", "tensor", "devices", "set_num_threads", "get_num_threads", "info",
            "cuda", "datasets", "layers", "models", "ops", "optimizers", "callbacks"]
@@ -37,3 +36,14 @@ def set_num_threads(n):
 
 def get_num_threads():
     return _C.get_num_threads()
+
+
+def __getattr__(name):
+    # `ga.info` is the module gpuaccel.info, loaded on first use and callable:
+    # `ga.info()` returns the environment dict. Importing it lazily keeps
+    # `python -m gpuaccel.info` free of runpy's "already imported" warning.
+    if name == "info":
+        import importlib
+
+        return importlib.import_module(".info", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

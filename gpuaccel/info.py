@@ -323,5 +323,14 @@ def main(argv=None):
     return 0
 
 
+class _CallableModule(type(sys.modules[__name__])):
+    """`gpuaccel.info` is both this module and, called, the function info()."""
+
+    def __call__(self, *args, **kwargs):
+        return info(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
 if __name__ == "__main__":
     sys.exit(main())
