@@ -7,7 +7,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATASET := /usr/share/datasets/fashion-mnist
 OUT     ?= bench-out
 
-.PHONY: deps data install run test test-asan bench gpu-check clean
+.PHONY: deps data install run test test-asan bench gpu-check peers clean
 
 # Debian's Fashion-MNIST (the loader can also download it, checked by SHA-256).
 data:
@@ -16,7 +16,7 @@ data:
 	  || echo "warning: could not apt-get install dataset-fashion-mnist; the loader will try to download"; fi
 
 deps: data
-	$(PIP) install -q --upgrade "pip>=23" "setuptools>=64" wheel "numpy>=2.0" "pytest>=7" matplotlib
+	$(PIP) install -q --upgrade "pip>=23" "setuptools>=77" wheel "numpy>=2.0" "pytest>=7" matplotlib nbclient nbformat ipykernel pytest-benchmark
 
 install: deps
 	$(PIP) install -q --no-build-isolation -e .
@@ -40,6 +40,15 @@ bench: install
 # On a GPU machine (no registry needed): build, CUDA tests, sanitizer, benchmark.
 gpu-check:
 	bash benchmarks/gpu_check.sh
+
+# The peers of issue 4 (outside the test suite): tensorflow-cpu and torch into this
+# environment, for `python -m gpuaccel.bench --peers` and benchmarks/peers/.
+# torch: the CPU-only wheel index when it answers, else the PyPI wheel (bigger: CUDA libs).
+peers: install
+	$(PIP) install -q tensorflow-cpu
+	$(PIP) install -q torch --index-url https://download.pytorch.org/whl/cpu --timeout 20 --retries 0 \
+	  || $(PIP) install -q torch
+	$(PY) -c "import gpuaccel.peers as p; print(p.available())"
 
 clean:
 	rm -rf build *.egg-info gpuaccel/*.so $(OUT)
