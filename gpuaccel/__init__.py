@@ -4,12 +4,12 @@ __version__ = "0.1.0"
 
 from . import _C
 from ._C import Tensor
-from . import cuda, datasets, layers, models, ops, optimizers, callbacks
+from . import applications, callbacks, cuda, datasets, layers, models, ops, optimizers
 from ._device import resolve as _resolve
 from .models import Sequential
 
 __all__ = ["Tensor", "Sequential", "tensor", "devices", "set_num_threads", "get_num_threads", "info",
-           "cuda", "datasets", "layers", "models", "ops", "optimizers", "callbacks"]
+           "applications", "callbacks", "cuda", "datasets", "layers", "models", "ops", "optimizers"]
 
 
 def tensor(array, device="cpu"):

@@ -2,7 +2,12 @@
 runs in C (csrc/net/), so there is no numeric code here.
 
 Layouts follow PyTorch: Conv2D weights (filters, in_channels, kh, kw), Dense
-weights (units, in_features), inputs NCHW, Flatten in C, H, W order."""
+weights (units, in_features), inputs NCHW, Flatten in C, H, W order.
+
+Freezing: `layer.trainable = False` keeps a layer's weights out of the update
+(and out of the backward work, see Sequential.fit); it may be changed after
+the model is built, the next fit() passes it to C. A layer inside a Residual
+block trains only when it and the block are trainable."""
 
 
 def _pair(v, name):
@@ -46,6 +51,19 @@ class Layer:
     def _param_shapes(self, in_shape):
         """Shapes of [W, b] given the per-sample input shape (C, H, W)."""
         return []
+
+    def _state_shapes(self, in_shape):
+        """Shapes of the non-trainable state arrays (batch-norm moving statistics)."""
+        return []
+
+    def _flatten(self, trainable=True, depth=0):
+        """The entries of the C layer table this layer expands to, in order:
+        [(entry, effective trainable flag, nesting depth)]."""
+        return [(self, bool(trainable and self.trainable), depth)]
+
+    def _set_trainable_all(self, value):
+        """Set the flag here and on every layer inside (model.trainable = ...)."""
+        self.trainable = bool(value)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
@@ -165,4 +183,164 @@ class ReLU(Layer):
         return {"kind": "relu"}
 
 
-LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, Flatten, Dense, Dropout, ReLU)}
+class BatchNormalization(Layer):
+    """Batch normalisation over channels (axis 1 of NCHW; the features of a vector).
+
+    As in Keras: y = gamma (x - mean) / sqrt(var + epsilon) + beta. Training uses the
+    batch mean and biased variance and updates moving_mean / moving_variance with
+    `momentum` (moving = momentum moving + (1 - momentum) batch); inference (evaluate,
+    predict) uses the moving statistics. A frozen layer (trainable=False) runs in
+    inference mode during fit too, as in Keras. Weights: [gamma, beta, moving_mean,
+    moving_variance], each (channels,); the last two are non-trainable."""
+
+    def __init__(self, momentum=0.99, epsilon=1e-3, name=None):
+        super().__init__(name)
+        if not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+        if not float(epsilon) > 0.0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
+        self.momentum, self.epsilon = float(momentum), float(epsilon)
+
+    def get_config(self):
+        return dict(super().get_config(), momentum=self.momentum, epsilon=self.epsilon)
+
+    def _spec(self):
+        return {"kind": "batchnorm", "momentum": self.momentum, "eps": self.epsilon}
+
+    def _param_shapes(self, in_shape):
+        return [(in_shape[0],), (in_shape[0],)]
+
+    def _state_shapes(self, in_shape):
+        return [(in_shape[0],), (in_shape[0],)]
+
+
+class GlobalAveragePooling2D(Layer):
+    """Mean over H and W: (N, C, H, W) -> (N, C) (a (C, 1, 1) vector per sample)."""
+
+    def _spec(self):
+        return {"kind": "global_avgpool"}
+
+
+GlobalAvgPool2D = GlobalAveragePooling2D
+
+
+class _ResBegin:
+    """Opening bracket of a Residual block in the C layer table."""
+
+    def __init__(self, block):
+        self.block = block
+        self.name = block.name
+
+    def _spec(self):
+        return {"kind": "res_begin"}
+
+    def _param_shapes(self, in_shape):
+        return []
+
+    def _state_shapes(self, in_shape):
+        return []
+
+
+class _ResEnd(_ResBegin):
+    """Closing bracket: adds the (projected) skip, then the optional ReLU."""
+
+    def _spec(self):
+        b = self.block
+        return {"kind": "res_end", "projection": b.projection, "stride": b.projection_strides or 0,
+                "relu": b._relu, "use_bias": b.use_bias}
+
+
+class Residual(Layer):
+    """A residual block: y = act(branch(x) + skip(x)), as one composite layer.
+
+        Residual([Conv2D(32, 3, strides=2, padding=1, use_bias=False), BatchNormalization(), ReLU(),
+                  Conv2D(32, 3, padding='same', use_bias=False), BatchNormalization()],
+                 projection=None, activation='relu')
+
+    `layers` is the branch (any layers, Residual blocks included). The skip is the
+    block's input itself when the branch keeps its shape; otherwise (projection=None,
+    the default, decides by shape; True forces it, False forbids it) a 1x1
+    convolution with stride `projection_strides` (None: inferred from the shapes)
+    and a bias (use_bias) maps the input onto the branch's output shape, as in
+    ResNet's option B shortcut. `activation` ('relu' or None) follows the sum.
+
+    In C the block is a bracket in the linear layer table: RES_BEGIN, the branch's
+    layers, RES_END (which holds the projection's weights). Backward sends the
+    gradient through the branch and the skip and sums the two at RES_BEGIN.
+
+    Weights (get_weights order): the branch layers' weights, then the projection's
+    [W (filters, in_channels, 1, 1), b] when there is one. `block.trainable = False`
+    freezes the whole block (setting the flag to a new value sets it on every inner
+    layer too, as in Keras); a layer trains only if it and every block around it are
+    trainable, so `block.layers[0].trainable = False` freezes one layer inside."""
+
+    def __init__(self, layers, projection=None, activation="relu", projection_strides=None, use_bias=True,
+                 name=None):
+        super().__init__(name)
+        layers = list(layers)
+        for l in layers:
+            if not isinstance(l, Layer):
+                raise TypeError(f"Residual: expected gpuaccel.layers.Layer objects, got {type(l).__name__}")
+        if projection not in (None, True, False):
+            raise ValueError(f"projection must be None (auto), True or False, got {projection!r}")
+        if projection_strides is not None and (not isinstance(projection_strides, int) or projection_strides <= 0):
+            raise ValueError(f"projection_strides must be None or a positive int, got {projection_strides!r}")
+        self.layers = layers
+        self.projection = projection
+        self.projection_strides = projection_strides
+        self.activation = activation
+        self.use_bias = bool(use_bias)
+        self._relu = _activation(activation)
+
+    def get_config(self):
+        return dict(super().get_config(),
+                    layers=[{"class": type(l).__name__, "config": l.get_config(), "trainable": l.trainable}
+                            for l in self.layers],
+                    projection=self.projection, activation=self.activation,
+                    projection_strides=self.projection_strides, use_bias=self.use_bias)
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        inner = []
+        for spec in config.pop("layers"):
+            layer = LAYERS[spec["class"]].from_config(spec["config"])
+            layer.trainable = bool(spec.get("trainable", True))
+            inner.append(layer)
+        return cls(inner, **config)
+
+    def _flatten(self, trainable=True, depth=0):
+        on = bool(trainable and self.trainable)
+        out = [(_ResBegin(self), on, depth)]
+        for l in self.layers:
+            out += l._flatten(on, depth + 1)
+        return out + [(_ResEnd(self), on, depth)]
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        """Sets the block's flag and, when it changes, every inner layer's flag (as Keras
+        does). An unchanged value leaves the inner flags alone, so a trainable block may
+        keep a frozen layer inside (and ga.models.load restores such a mix)."""
+        value = bool(value)
+        changed = value != getattr(self, "_trainable", None)
+        self._trainable = value
+        if changed:
+            for l in getattr(self, "layers", ()):
+                l._set_trainable_all(value)
+
+    def _set_trainable_all(self, value):
+        self._trainable = bool(value)
+        for l in self.layers:
+            l._set_trainable_all(value)
+
+    def __repr__(self):
+        inner = ", ".join(repr(l) for l in self.layers)
+        return (f"Residual([{inner}], projection={self.projection!r}, activation={self.activation!r})")
+
+
+LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, Flatten, Dense, Dropout, ReLU, BatchNormalization,
+                                        GlobalAveragePooling2D, Residual)}

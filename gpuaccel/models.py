@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 import time
+import weakref
 
 import numpy as np
 
@@ -70,6 +71,12 @@ class Sequential:
 
     # ---- building -------------------------------------------------------------
     def add(self, layer):
+        if isinstance(layer, Sequential):  # a model as a layer: its layers (and their weights) join this one
+            if self.input_shape is None and layer.input_shape is not None:
+                self.input_shape = tuple(layer.input_shape)
+            for inner in layer.layers:
+                self.add(inner)
+            return
         if not isinstance(layer, L.Layer):
             raise TypeError(f"expected a gpuaccel.layers.Layer, got {type(layer).__name__}")
         if self._net is not None:
@@ -77,23 +84,76 @@ class Sequential:
         self.layers.append(layer)
 
     def build(self, input_shape=None):
-        """Create the network in C on self.device (keeps the weights it had)."""
+        """Create the network in C on self.device (keeps the weights it had).
+
+        Layers that were built in another (still existing) model bring their weights
+        along, as Keras layers do: `Sequential(backbone.layers + [Dense(5)])` starts
+        from the backbone's weights (and shares its layers' trainable flags)."""
+        donors = self._donors()
         if input_shape is not None:
             self.input_shape = tuple(int(d) for d in input_shape)
+        if self.input_shape is None and self.layers and donors and donors[0][0] == 0:
+            self.input_shape = tuple(donors[0][1].input_shape)  # the first layer's model knows it
         if self.input_shape is None:
             raise ValueError("the model needs input_shape=(C, H, W) (or call fit/build with data)")
         if len(self.input_shape) != 3:
             raise ValueError(f"input_shape must be (C, H, W), got {self.input_shape}")
         if not self.layers:
             raise ValueError("the model has no layers")
-        old = self._net.get_params() if self._net is not None else None
-        net = _C.Net([layer._spec() for layer in self.layers], self.input_shape, self.device, self.seed)
+        old = (self._net.get_params(), self._net.get_state()) if self._net is not None else None
+        donated = [(k, src._layer_weights(self.layers[k])) for k, src in donors] if old is None else []
+        net = _C.Net([entry._spec() for entry, _, _ in self._entries()], self.input_shape, self.device, self.seed)
         if old is not None:
-            net.set_params(old)
+            net.set_params(old[0])
+            net.set_state(old[1])
         self._net = net
+        self._trainable_synced = None
+        self._sync_trainable()
+        for k, arrays in donated:
+            try:
+                self._set_layer_weights(k, arrays)
+            except ValueError as e:
+                raise ValueError(f"layer {self.layers[k].name!r} cannot keep the weights it had in its previous "
+                                 f"model: {e}") from None
+        for layer in self.layers:
+            layer._model = weakref.ref(self)
         if self.optimizer is not None:
             self._net.set_optimizer(*self.optimizer._args())
         return self
+
+    def _donors(self):
+        """[(layer index, other built model)] for layers last built in another model."""
+        out = []
+        for k, layer in enumerate(self.layers):
+            ref = getattr(layer, "_model", None)
+            src = ref() if ref is not None else None
+            if src is not None and src is not self and src._net is not None and any(l is layer for l in src.layers):
+                out.append((k, src))
+        return out
+
+    def _entries(self):
+        """The C layer table: [(entry, effective trainable, depth)] with Residual blocks expanded."""
+        return [e for layer in self.layers for e in layer._flatten(True, 0)]
+
+    def _sync_trainable(self):
+        """Pass the layers' trainable flags to C when they changed (cheap: no data moves)."""
+        if self._net is None:
+            return
+        flags = [tr for _, tr, _ in self._entries()]
+        if flags != getattr(self, "_trainable_synced", None):
+            self._net.set_trainable(flags)
+            self._trainable_synced = flags
+
+    @property
+    def trainable(self):
+        """False when no layer trains. Setting it sets every layer's flag (nested ones too)."""
+        return any(tr for _, tr, _ in self._entries())
+
+    @trainable.setter
+    def trainable(self, value):
+        for layer in self.layers:
+            layer._set_trainable_all(bool(value))
+        self._sync_trainable()
 
     @property
     def built(self):
@@ -145,6 +205,7 @@ class Sequential:
             raise ValueError("verbose must be 0, 1 or 2")
         x = _as_images(x, self.input_shape)
         net = self._require_net(x)
+        self._sync_trainable()
         n = x.shape[0]
         if n == 0:
             raise ValueError("cannot fit on an empty data set")
@@ -237,60 +298,147 @@ class Sequential:
         return np.concatenate([net.predict(xb) for _, xb in self._batches(x, batch_size)])
 
     # ---- weights --------------------------------------------------------------
-    def _shapes(self):
-        """Per layer: list of parameter shapes, from the layer table in C."""
+    def _slots(self):
+        """Where each array of get_weights() lives: [(top-level layer index, block, offset,
+        shape, trainable)], block 'p' (parameters) or 's' (non-trainable state), from the
+        layer table in C."""
         net = self._require_net()
-        shapes, in_shape = [], self.input_shape
-        for layer, (out_shape, *_rest) in zip(self.layers, net.layer_info()):
-            shapes.append(layer._param_shapes(in_shape))
-            in_shape = out_shape
-        return shapes
+        slots, in_shape, skips = [], tuple(self.input_shape), []
+        for (entry, tr, _), (out_shape, w_off, nw, b_off, nb), (s_off, ns), k in zip(
+                self._entries(), net.layer_info(), net.state_info(), self._top_index()):
+            if isinstance(entry, L._ResEnd):
+                skip = skips.pop()
+                shapes = ([(out_shape[0], skip[0], 1, 1)] + ([(out_shape[0],)] if nb else [])) if nw else []
+            else:
+                if isinstance(entry, L._ResBegin):
+                    skips.append(in_shape)
+                shapes = entry._param_shapes(in_shape)
+            for off, shape in zip((w_off, b_off), shapes):
+                slots.append((k, "p", off, tuple(shape), tr))
+            for shape in entry._state_shapes(in_shape):
+                slots.append((k, "s", s_off, tuple(shape), False))
+                s_off += int(np.prod(shape))
+            in_shape = tuple(out_shape)
+        return slots
+
+    def _top_index(self):
+        return [k for k, layer in enumerate(self.layers) for _ in layer._flatten(True, 0)]
+
+    def _shapes(self):
+        """Per top-level layer: the shapes of its get_weights() arrays."""
+        out = [[] for _ in self.layers]
+        for k, _, _, shape, _ in self._slots():
+            out[k].append(shape)
+        return out
 
     def get_weights(self):
-        """[W, b] per layer with parameters, in layer order, PyTorch layouts (copies)."""
+        """Per layer in order, PyTorch layouts (copies): [W, b] for Conv2D and Dense,
+        [gamma, beta, moving_mean, moving_variance] for BatchNormalization, a Residual
+        block's inner layers then its projection [W, b] (if any).
+
+        Loading arrays from other frameworks (set_weights takes the same list), for a
+        gpuaccel model of the same architecture:
+
+            # PyTorch: the same layouts (conv.weight (out, in, kh, kw), linear.weight (out, in),
+            # bn.weight, bn.bias, bn.running_mean, bn.running_var), in state_dict order;
+            # drop the integer num_batches_tracked. (PyTorch's BatchNorm2d is momentum=0.9,
+            # epsilon=1e-5 in Keras terms: build the gpuaccel layers with those.)
+            model.set_weights([t.detach().cpu().numpy() for t in torch_model.state_dict().values()
+                               if t.dtype.is_floating_point])
+
+            # Keras: conv kernels are (kh, kw, in, out), dense kernels (in, out);
+            # biases and batch-norm vectors are the same.
+            def from_keras(w):
+                return w.transpose(3, 2, 0, 1) if w.ndim == 4 else w.T if w.ndim == 2 else w
+            model.set_weights([from_keras(w) for w in keras_model.get_weights()])
+
+        Keras flattens NHWC, so a Dense right after Flatten also needs its input rows
+        permuted from (h, w, c) to (c, h, w) order (GlobalAveragePooling2D avoids that)."""
         net = self._require_net()
-        flat = net.get_params()
-        out = []
-        for shapes, (_, w_off, nw, b_off, nb) in zip(self._shapes(), net.layer_info()):
-            if nw:
-                out.append(flat[w_off:w_off + nw].reshape(shapes[0]).copy())
-            if nb:
-                out.append(flat[b_off:b_off + nb].reshape(shapes[1]).copy())
-        return out
+        flat, state = net.get_params(), net.get_state()
+        return [(flat if blk == "p" else state)[off:off + int(np.prod(shape))].reshape(shape).copy()
+                for _, blk, off, shape, _ in self._slots()]
 
     def set_weights(self, weights):
         net = self._require_net()
-        expected = [s for shapes in self._shapes() for s in shapes]
+        slots = self._slots()
         weights = list(weights)
-        if len(weights) != len(expected):
-            raise ValueError(f"expected {len(expected)} arrays, got {len(weights)}")
-        parts = []
-        for i, (w, shape) in enumerate(zip(weights, expected)):
+        if len(weights) != len(slots):
+            raise ValueError(f"expected {len(slots)} arrays, got {len(weights)}")
+        self._write_slots(list(zip(slots, weights)), range(len(slots)))
+
+    def _write_slots(self, pairs, labels):
+        net = self._net
+        flat, state = net.get_params(), net.get_state()
+        for label, ((_, blk, off, shape, _), w) in zip(labels, pairs):
             w = np.asarray(w)
             if w.shape != tuple(shape):
-                raise ValueError(f"weight {i}: expected shape {tuple(shape)}, got {w.shape}")
+                raise ValueError(f"weight {label}: expected shape {tuple(shape)}, got {w.shape}")
             if w.dtype.kind != "f":
-                raise TypeError(f"weight {i}: expected floats, got dtype {w.dtype}")
-            _check_finite(w, f"weight {i}")
-            parts.append(w.astype(np.float32).ravel())
-        flat = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+                raise TypeError(f"weight {label}: expected floats, got dtype {w.dtype}")
+            _check_finite(w, f"weight {label}")
+            (flat if blk == "p" else state)[off:off + w.size] = w.astype(np.float32).ravel()
         net.set_params(flat)
+        if state.size:
+            net.set_state(state)
+
+    def _layer_weights(self, layer):
+        """get_weights() restricted to one top-level layer (found by identity)."""
+        k = next(i for i, l in enumerate(self.layers) if l is layer)
+        return [w for (idx, *_), w in zip(self._slots(), self.get_weights()) if idx == k]
+
+    def _set_layer_weights(self, k, arrays):
+        slots = [s for s in self._slots() if s[0] == k]
+        if len(arrays) != len(slots):
+            raise ValueError(f"expected {len(slots)} arrays, got {len(arrays)}")
+        self._write_slots(list(zip(slots, arrays)), range(len(slots)))
 
     def count_params(self):
-        return self._require_net().nparams
+        net = self._require_net()
+        return net.nparams + net.nstate
 
     def summary(self, print_fn=print):
+        """Layer table with output shapes and parameter counts (Residual blocks expanded,
+        their inner layers indented), then total, trainable and non-trainable counts
+        (non-trainable: frozen layers' weights and the batch-norm moving statistics)."""
         net = self._require_net()
-        rows = [("Layer (type)", "Output Shape", "Param #")]
-        for layer, (out_shape, _, nw, _, nb) in zip(self.layers, net.layer_info()):
-            shape = (None, out_shape[0]) if out_shape[1:] == (1, 1) else (None,) + tuple(out_shape)
-            rows.append((f"{layer.name} ({type(layer).__name__})", str(shape), f"{nw + nb:,}"))
-        widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+        self._sync_trainable()
+        entries, info, sinfo = self._entries(), net.layer_info(), net.state_info()
+
+        def shape_str(out_shape):
+            return str((None, out_shape[0]) if tuple(out_shape[1:]) == (1, 1) else (None,) + tuple(out_shape))
+
+        rows = [("Layer (type)", "Output Shape", "Param #", "Trainable")]
+        stack = []  # open Residual rows: [row index, params so far]
+        trainable = frozen = 0
+        for (entry, tr, depth), (out_shape, _, nw, _, nb), (_, ns) in zip(entries, info, sinfo):
+            count = nw + nb + ns
+            trainable += (nw + nb) if tr else 0
+            frozen += ns + (0 if tr else nw + nb)
+            for st in stack:
+                st[1] += count
+            pad = "  " * depth
+            if isinstance(entry, L._ResEnd):
+                row, total = stack.pop()
+                name, _, _, flag = rows[row]
+                rows[row] = (name, shape_str(out_shape), f"{total:,}", flag)
+                if nw:
+                    rows.append((f"{pad}  {entry.name}/projection (1x1 Conv2D)", shape_str(out_shape),
+                                 f"{nw + nb:,}", "yes" if tr else "no"))
+                continue
+            if isinstance(entry, L._ResBegin):
+                rows.append((f"{pad}{entry.name} (Residual)", "", "", "yes" if tr else "no"))
+                stack.append([len(rows) - 1, 0])
+                continue
+            rows.append((f"{pad}{entry.name} ({type(entry).__name__})", shape_str(out_shape), f"{count:,}",
+                         ("yes" if tr else "no") if count else ""))
+        widths = [max(len(r[i]) for r in rows) + 2 for i in range(4)]
         line = "-" * sum(widths)
         text = [f'Model: "{self.name}"  (device: {self.device})', line]
         text += ["".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows[:1]] + ["=" * sum(widths)]
         text += ["".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows[1:]]
-        text += ["=" * sum(widths), f"Total params: {net.nparams:,}", line]
+        text += ["=" * sum(widths), f"Total params: {net.nparams + net.nstate:,}",
+                 f"Trainable params: {trainable:,}", f"Non-trainable params: {frozen:,}", line]
         print_fn("\n".join(text))
 
     # ---- files ----------------------------------------------------------------
@@ -311,6 +459,9 @@ class Sequential:
         for w in weights:
             digest.update(np.ascontiguousarray(w).tobytes())
         config = dict(self.get_config(), weights_sha256=digest.hexdigest())
+        # a second checksum covers the config itself and every array's shape and dtype
+        config["config_sha256"] = hashlib.sha256((json.dumps(config, sort_keys=True) + json.dumps(
+            [[list(w.shape), w.dtype.str] for w in weights])).encode()).hexdigest()
         arrays = {f"w{i:03d}": w for i, w in enumerate(weights)}
         arrays["config"] = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
         folder = os.path.dirname(os.path.abspath(path))
@@ -321,6 +472,14 @@ class Sequential:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+            try:  # make the rename itself durable (power loss, not only a killed process)
+                dfd = os.open(folder, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            except OSError:
+                pass
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -351,6 +510,12 @@ def load(path, device=None):
         digest.update(np.ascontiguousarray(w).tobytes())
     if digest.hexdigest() != config.get("weights_sha256"):
         raise ValueError(f"{path}: weights do not match their checksum (file corrupted)")
+    if "config_sha256" in config:  # files from before it was added have only the weights checksum
+        rest = {k: v for k, v in config.items() if k != "config_sha256"}
+        check = hashlib.sha256((json.dumps(rest, sort_keys=True) + json.dumps(
+            [[list(w.shape), w.dtype.str] for w in weights])).encode()).hexdigest()
+        if check != config["config_sha256"]:
+            raise ValueError(f"{path}: config or array shapes do not match their checksum (file corrupted or edited)")
     try:
         layers = []
         for spec in config["layers"]:
@@ -360,8 +525,8 @@ def load(path, device=None):
             layers.append(layer)
         model = Sequential(layers, input_shape=config["input_shape"], name=config.get("name", "sequential"),
                            seed=config.get("seed", 0))
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: bad model config ({e})") from None
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: bad model config ({type(e).__name__}: {e})") from None
     model.device = resolve(device)
     model.build()
     model.set_weights(weights)

@@ -18,8 +18,8 @@ pytest.importorskip("matplotlib", reason="pip install matplotlib (make deps)")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ["01_cpu_baseline", "02_gpu_training", "03_cpu_vs_gpu", "04_kernels"]
-NEEDS_DATA = {"01_cpu_baseline", "02_gpu_training", "03_cpu_vs_gpu"}
+NAMES = ["01_cpu_baseline", "02_gpu_training", "03_cpu_vs_gpu", "04_kernels", "05_transfer_learning"]
+NEEDS_DATA = {"01_cpu_baseline", "02_gpu_training", "03_cpu_vs_gpu", "05_transfer_learning"}
 HAVE_DATA = all(os.path.isfile(os.path.join(datasets.DEBIAN_DIR, f + ".gz"))
                 for f in datasets.fashion_mnist.files.values()) or bool(os.environ.get("GPUACCEL_DATA"))
 

@@ -19,7 +19,7 @@
 
 #include "status.h"
 
-#define GA_BACKEND_ABI 1
+#define GA_BACKEND_ABI 2
 
 /* Kernel variants, selectable for tests and benchmarks. */
 enum {
@@ -99,7 +99,8 @@ typedef struct ga_backend {
      * col (c r s, n p q): im2col of x.
      * Forward: col = im2col(x); y = w * col (+ b, relu); ws: ga_conv_fwd_ws_floats.
      * Backward: dy must already hold the gradient after the activation.
-     *   dw (k, c, r, s) = dy * col^T, db (k) = sums of dy (db may be NULL),
+     *   dw (k, c, r, s) = dy * col^T, db (k) = sums of dy (dw may be NULL for a
+     *   frozen layer: then db and col are not used; db may be NULL),
      *   dx (n, c, h, w) = col2im(w^T * dy) (dx may be NULL: skipped);
      *   col is what forward left there (im2col of x; the fast variant reads col,
      *   the reference variant reads x); ws: ga_conv_bwd_ws_floats. */
@@ -138,6 +139,32 @@ typedef struct ga_backend {
                             float momentum, float weight_decay, int nesterov);
     ga_status (*adam_update)(float *w, float *m, float *v, const float *g, int64_t n, float lr,
                              float beta1, float beta2, float eps, float weight_decay, int64_t t);
+
+    /* --- batch normalisation over the channels of x (n, c, hw) (NCHW with hw = h w; a
+     * vector batch (n, f) is (n, f, 1)); gamma, beta, run_mean, run_var, save_mean,
+     * save_invstd are (c). Keras semantics:
+     *   training:  mean, var = batch mean and biased variance over (n, hw) per channel;
+     *              run_mean = momentum run_mean + (1 - momentum) mean (run_var likewise);
+     *   inference: mean, var = run_mean, run_var (left unchanged);
+     *   invstd = 1 / sqrt(var + eps); y = gamma (x - mean) invstd + beta.
+     * save_mean / save_invstd receive the mean and invstd used (both modes), for backward. */
+    ga_status (*batchnorm_forward)(float *y, float *save_mean, float *save_invstd, float *run_mean,
+                                   float *run_var, const float *x, const float *gamma,
+                                   const float *beta, int64_t n, int64_t c, int64_t hw,
+                                   float momentum, float eps, int training);
+    /* xhat = (x - save_mean) save_invstd, m = n hw.
+     *   dgamma (c) = sum of dy xhat, dbeta (c) = sum of dy (either may be NULL: skipped);
+     *   dx (n, c, hw) (may be NULL) = training:  gamma invstd / m (m dy - sum dy - xhat sum dy xhat)
+     *                                 inference: gamma invstd dy  (statistics are constants). */
+    ga_status (*batchnorm_backward)(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                    const float *x, const float *gamma, const float *save_mean,
+                                    const float *save_invstd, int64_t n, int64_t c, int64_t hw,
+                                    int training);
+    /* --- global average pooling: x (nc, hw) -> y (nc) means; dx (nc, hw) = dy / hw. */
+    ga_status (*global_avgpool_forward)(float *y, const float *x, int64_t nc, int64_t hw);
+    ga_status (*global_avgpool_backward)(float *dx, const float *dy, int64_t nc, int64_t hw);
+    /* y (n) = a + b elementwise; y may alias either (residual sums, gradient merges). */
+    ga_status (*add)(float *y, const float *a, const float *b, int64_t n);
 } ga_backend;
 
 /* The CPU table (csrc/cpu/backend_cpu.c). */

@@ -58,4 +58,9 @@ const ga_backend ga_cpu_backend = {
     .softmax_xent = ga_softmax_xent_cpu,
     .sgd_update = ga_sgd_update_cpu,
     .adam_update = ga_adam_update_cpu,
+    .batchnorm_forward = ga_batchnorm_forward_cpu,
+    .batchnorm_backward = ga_batchnorm_backward_cpu,
+    .global_avgpool_forward = ga_global_avgpool_forward_cpu,
+    .global_avgpool_backward = ga_global_avgpool_backward_cpu,
+    .add = ga_add_cpu,
 };

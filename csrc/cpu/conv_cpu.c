@@ -114,7 +114,8 @@ static ga_status conv_backward_ref(float *dx, float *dw, float *db, const float 
                                    const float *w, const float *dy, const ga_conv_shape *s)
 {
     const int64_t wsize = s->k * s->c * s->r * s->s;
-    memset(dw, 0, (size_t)wsize * sizeof(float));
+    if (dw)
+        memset(dw, 0, (size_t)wsize * sizeof(float));
     if (db)
         memset(db, 0, (size_t)s->k * sizeof(float));
     if (dx)
@@ -136,7 +137,8 @@ static ga_status conv_backward_ref(float *dx, float *dw, float *db, const float 
                                     continue;
                                 int64_t xi = ((img * s->c + c) * s->h + hi) * s->w + wi;
                                 int64_t wj = ((k * s->c + c) * s->r + kr) * s->s + ks;
-                                dw[wj] += g * x[xi];
+                                if (dw)
+                                    dw[wj] += g * x[xi];
                                 if (dx)
                                     dx[xi] += g * w[wj];
                             }
@@ -189,8 +191,10 @@ ga_status ga_conv2d_backward_cpu(float *dx, float *dw, float *db, float *ws, con
 {
     GA_TRY(check_conv(s));
     const int64_t crs = s->c * s->r * s->s, pq = s->p * s->q, npq = s->n * pq;
-    if (!dw || !w || (npq > 0 && !dy))
+    if (!w || (npq > 0 && !dy))
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL argument");
+    if (!dw)
+        db = NULL; /* a frozen layer: input gradient only */
     if (variant == GA_VARIANT_REF) {
         if (npq > 0 && !x)
             return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL x");
@@ -198,7 +202,7 @@ ga_status ga_conv2d_backward_cpu(float *dx, float *dw, float *db, float *ws, con
     }
     if (variant != GA_VARIANT_FAST)
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: kernel variant %d is not available on the CPU", variant);
-    if (npq > 0 && (!ws || !col))
+    if (npq > 0 && (!ws || (dw && !col)))
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL workspace or col");
     float *dyt = ws, *dcol = ws + s->k * npq;
     /* dy (n, k, pq) -> dyt (k, n, pq) */
@@ -207,8 +211,9 @@ ga_status ga_conv2d_backward_cpu(float *dx, float *dw, float *db, float *ws, con
         const int64_t img = t / s->k, k = t % s->k;
         memcpy(dyt + k * npq + img * pq, dy + t * pq, (size_t)pq * sizeof(float));
     }
-    GA_TRY(ga_gemm_cpu(dw, dyt, col, 0, 1, s->k, crs, npq, npq, npq, crs, 1.0f, 0.0f,
-                       GA_VARIANT_FAST));
+    if (dw)
+        GA_TRY(ga_gemm_cpu(dw, dyt, col, 0, 1, s->k, crs, npq, npq, npq, crs, 1.0f, 0.0f,
+                           GA_VARIANT_FAST));
     if (db) {
         GA_PARALLEL_FOR(s->k * npq)
         for (int64_t k = 0; k < s->k; k++) {

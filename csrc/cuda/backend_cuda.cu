@@ -304,4 +304,9 @@ extern "C" const ga_backend ga_cuda_backend = {
     /* softmax_xent      */ ga_softmax_xent_cuda,
     /* sgd_update        */ ga_sgd_update_cuda,
     /* adam_update       */ ga_adam_update_cuda,
+    /* batchnorm_forward */ ga_batchnorm_forward_cuda,
+    /* batchnorm_backward*/ ga_batchnorm_backward_cuda,
+    /* global_avgpool_fw */ ga_global_avgpool_forward_cuda,
+    /* global_avgpool_bw */ ga_global_avgpool_backward_cuda,
+    /* add               */ ga_add_cuda,
 };

@@ -253,8 +253,10 @@ ga_status ga_conv2d_backward_cuda(float *dx, float *dw, float *db, float *ws, co
     GA_TRY(check_conv(s));
     GA_TRY(check_variant(variant));
     const int64_t crs = s->c * s->r * s->s, pq = s->p * s->q, npq = s->n * pq;
-    if (!dw || !w || (npq > 0 && !dy))
+    if (!w || (npq > 0 && !dy))
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL argument");
+    if (!dw)
+        db = NULL; /* a frozen layer: input gradient only */
     const Geo g = geo(s);
     const int64_t nx = s->n * s->c * s->h * s->w;
     cudaStream_t st;
@@ -262,15 +264,17 @@ ga_status ga_conv2d_backward_cuda(float *dx, float *dw, float *db, float *ws, co
     if (variant == GA_VARIANT_REF) {
         if (npq > 0 && !x)
             return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL x");
-        conv_dw_ref_kernel<<<ga_cuda_blocks(s->k * crs, kThreads), kThreads, 0, st>>>(dw, db, x, dy, g);
-        GA_CUDA_LAUNCH("conv_dw_ref_kernel");
+        if (dw) {
+            conv_dw_ref_kernel<<<ga_cuda_blocks(s->k * crs, kThreads), kThreads, 0, st>>>(dw, db, x, dy, g);
+            GA_CUDA_LAUNCH("conv_dw_ref_kernel");
+        }
         if (dx && nx > 0) {
             conv_dx_ref_kernel<<<ga_cuda_blocks(nx, kThreads), kThreads, 0, st>>>(dx, w, dy, g);
             GA_CUDA_LAUNCH("conv_dx_ref_kernel");
         }
         return GA_OK;
     }
-    if (npq > 0 && (!ws || !col))
+    if (npq > 0 && (!ws || (dw && !col)))
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL workspace or col");
     float *dyt = ws, *dcol = ws ? ws + s->k * npq : NULL;
     if (npq > 0) {
@@ -278,7 +282,8 @@ ga_status ga_conv2d_backward_cuda(float *dx, float *dw, float *db, float *ws, co
         GA_CUDA_LAUNCH("transpose_dy_kernel");
     }
     /* dw (k, crs) = dyt (k, npq) * col^T; npq == 0 gives zeros */
-    GA_TRY(ga_gemm_cuda(dw, dyt, col, 0, 1, s->k, crs, npq, npq, npq, crs, 1.0f, 0.0f, variant));
+    if (dw)
+        GA_TRY(ga_gemm_cuda(dw, dyt, col, 0, 1, s->k, crs, npq, npq, npq, crs, 1.0f, 0.0f, variant));
     if (db) {
         row_sum_kernel<<<(unsigned)s->k, kThreads, 0, st>>>(db, dyt, npq);
         GA_CUDA_LAUNCH("row_sum_kernel");

@@ -135,4 +135,17 @@ ga_status ga_sgd_update_cuda(float *w, float *vel, const float *g, int64_t n, fl
 ga_status ga_adam_update_cuda(float *w, float *m, float *v, const float *g, int64_t n, float lr,
                               float beta1, float beta2, float eps, float weight_decay, int64_t t);
 
+/* norm_cuda.cu */
+ga_status ga_batchnorm_forward_cuda(float *y, float *save_mean, float *save_invstd, float *run_mean,
+                                    float *run_var, const float *x, const float *gamma,
+                                    const float *beta, int64_t n, int64_t c, int64_t hw,
+                                    float momentum, float eps, int training);
+ga_status ga_batchnorm_backward_cuda(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                     const float *x, const float *gamma, const float *save_mean,
+                                     const float *save_invstd, int64_t n, int64_t c, int64_t hw,
+                                     int training);
+ga_status ga_global_avgpool_forward_cuda(float *y, const float *x, int64_t nc, int64_t hw);
+ga_status ga_global_avgpool_backward_cuda(float *dx, const float *dy, int64_t nc, int64_t hw);
+ga_status ga_add_cuda(float *y, const float *a, const float *b, int64_t n);
+
 #endif

@@ -36,6 +36,17 @@ static ga_conv_shape conv_shape(const ga_layer *l, int64_t n)
     return s;
 }
 
+/* The 1x1 projection of a residual end: skip (n, c', h', w') -> (n, k, p, q). */
+static ga_conv_shape proj_shape(const ga_layer *l, int64_t n)
+{
+    ga_conv_shape s = {
+        .n = n, .c = l->skip[0], .h = l->skip[1], .w = l->skip[2],
+        .k = l->out[0], .r = 1, .s = 1, .stride = l->proj_stride, .pad = 0,
+        .p = l->out[1], .q = l->out[2],
+    };
+    return s;
+}
+
 static ga_pool_shape pool_shape(const ga_layer *l, int64_t n)
 {
     ga_pool_shape s = {
@@ -45,9 +56,15 @@ static ga_pool_shape pool_shape(const ga_layer *l, int64_t n)
     return s;
 }
 
-/* Output shape and parameter count of layer `i` given its input shape. */
-static ga_status infer_layer(ga_layer *l, int i, int64_t *nparams)
+static int same_shape(const int64_t a[3], const int64_t b[3])
 {
+    return a[0] == b[0] && a[1] == b[1] && a[2] == b[2];
+}
+
+/* Output shape and parameter count of layer `i` given its input shape. */
+static ga_status infer_layer(ga_net *net, int i, int64_t *nparams)
+{
+    ga_layer *l = &net->layers[i];
     const ga_layer_spec *sp = &l->spec;
     const int64_t c = l->in[0], h = l->in[1], w = l->in[2];
     switch (sp->kind) {
@@ -96,6 +113,58 @@ static ga_status infer_layer(ga_layer *l, int i, int64_t *nparams)
     case GA_LAYER_RELU:
         memcpy(l->out, l->in, sizeof l->out);
         break;
+    case GA_LAYER_BATCHNORM:
+        if (!(sp->momentum >= 0.0f && sp->momentum <= 1.0f) || !(sp->eps > 0.0f) || !isfinite(sp->eps))
+            return ga_fail(GA_ERR_VALUE, "layer %d (BatchNormalization): momentum must be in [0, 1] and epsilon > 0", i);
+        memcpy(l->out, l->in, sizeof l->out);
+        l->nw = c; /* gamma */
+        l->nb = c; /* beta */
+        l->ns = 2 * c;
+        l->s_off = net->nstate;
+        net->nstate += l->ns;
+        l->a_off = net->naux;
+        net->naux += 2 * c;
+        break;
+    case GA_LAYER_GLOBAL_AVGPOOL:
+        l->out[0] = c;
+        l->out[1] = l->out[2] = 1;
+        break;
+    case GA_LAYER_RES_BEGIN:
+        memcpy(l->out, l->in, sizeof l->out);
+        break;
+    case GA_LAYER_RES_END: {
+        const ga_layer *b = &net->layers[l->match];
+        memcpy(l->skip, b->in, sizeof l->skip);
+        memcpy(l->out, l->in, sizeof l->out);
+        if (sp->projection != GA_PROJ_NONE && sp->projection != GA_PROJ_YES && sp->projection != GA_PROJ_AUTO)
+            return ga_fail(GA_ERR_VALUE, "layer %d (residual end): unknown projection mode %d", i, sp->projection);
+        l->proj = sp->projection == GA_PROJ_YES || (sp->projection == GA_PROJ_AUTO && !same_shape(l->skip, l->in));
+        if (!l->proj) {
+            if (!same_shape(l->skip, l->in))
+                return ga_fail(GA_ERR_VALUE,
+                               "layer %d (residual end): the branch output (%lld, %lld, %lld) differs from the block input "
+                               "(%lld, %lld, %lld); use a projection",
+                               i, (long long)c, (long long)h, (long long)w, (long long)l->skip[0],
+                               (long long)l->skip[1], (long long)l->skip[2]);
+            break;
+        }
+        int64_t st = sp->stride;
+        if (st < 0)
+            return ga_fail(GA_ERR_VALUE, "layer %d (residual end): projection stride must be >= 0 (0: inferred)", i);
+        if (st == 0) /* the smallest stride that maps the skip onto the branch output */
+            for (int64_t t = 1; t <= l->skip[1] && st == 0; t++)
+                if ((l->skip[1] - 1) / t + 1 == h && (l->skip[2] - 1) / t + 1 == w)
+                    st = t;
+        if (st <= 0 || (l->skip[1] - 1) / st + 1 != h || (l->skip[2] - 1) / st + 1 != w)
+            return ga_fail(GA_ERR_VALUE,
+                           "layer %d (residual end): no 1x1 projection maps the block input %lldx%lld onto the branch "
+                           "output %lldx%lld",
+                           i, (long long)l->skip[1], (long long)l->skip[2], (long long)h, (long long)w);
+        l->proj_stride = st;
+        l->nw = c * l->skip[0];
+        l->nb = sp->use_bias ? c : 0;
+        break;
+    }
     default:
         return ga_fail(GA_ERR_VALUE, "layer %d: unknown layer kind %d", i, sp->kind);
     }
@@ -114,8 +183,16 @@ static void init_params(ga_net *net, float *host)
         const ga_layer *l = &net->layers[i];
         if (l->nw == 0)
             continue;
+        if (l->spec.kind == GA_LAYER_BATCHNORM) { /* gamma = 1, beta = 0 */
+            for (int64_t j = 0; j < l->nw; j++)
+                host[l->w_off + j] = 1.0f;
+            continue;
+        }
         double fan_in, fan_out;
-        if (l->spec.kind == GA_LAYER_CONV2D) {
+        if (l->spec.kind == GA_LAYER_RES_END) { /* 1x1 projection */
+            fan_in = (double)l->skip[0];
+            fan_out = (double)l->out[0];
+        } else if (l->spec.kind == GA_LAYER_CONV2D) {
             double rs = (double)(l->spec.kernel_h * l->spec.kernel_w);
             fan_in = (double)l->in[0] * rs;
             fan_out = (double)l->spec.units * rs;
@@ -140,7 +217,8 @@ static void free_activations(ga_net *net)
         be->release(l->col);
         be->release(l->arg);
         be->release(l->mask);
-        l->y = l->col = l->mask = NULL;
+        be->release(l->dskip);
+        l->y = l->col = l->mask = l->dskip = NULL;
         l->arg = NULL;
     }
     be->release(net->x);
@@ -189,11 +267,25 @@ static ga_status reserve(ga_net *net, int64_t n)
             GA_TRY(alloc_floats(net, &l->mask, n * out));
             GA_TRY(alloc_floats(net, &l->y, n * out));
             break;
-        case GA_LAYER_DENSE:
-        case GA_LAYER_RELU:
+        case GA_LAYER_RES_END:
+            if (l->proj) {
+                ga_conv_shape s = proj_shape(l, n);
+                int64_t need = ga_conv_bwd_ws_floats(&s);
+                if (ga_conv_fwd_ws_floats(&s) > need)
+                    need = ga_conv_fwd_ws_floats(&s);
+                ws = need > ws ? need : ws;
+                GA_TRY(alloc_floats(net, &l->col, ga_conv_col_floats(&s)));
+            }
+            GA_TRY(alloc_floats(net, &l->dskip, n * per_sample(l->skip)));
             GA_TRY(alloc_floats(net, &l->y, n * out));
             break;
-        default: /* flatten: a view of its input */
+        case GA_LAYER_DENSE:
+        case GA_LAYER_RELU:
+        case GA_LAYER_BATCHNORM:
+        case GA_LAYER_GLOBAL_AVGPOOL:
+            GA_TRY(alloc_floats(net, &l->y, n * out));
+            break;
+        default: /* flatten, residual begin: views of their input */
             break;
         }
     }
@@ -235,12 +327,38 @@ ga_status ga_net_create(ga_net **out, const ga_backend *be, int device_index,
     net->nlayers = nlayers;
 
     ga_status st = GA_OK;
-    const int64_t *shape = in_shape;
+    net->ranges = calloc((size_t)nlayers * 2, sizeof *net->ranges);
+    if (!net->ranges)
+        st = ga_fail(GA_ERR_MEMORY, "out of host memory");
+    /* pair the residual brackets (a stack of open RES_BEGINs) */
+    int depth = 0;
+    int *open = st == GA_OK ? calloc((size_t)nlayers, sizeof *open) : NULL;
+    if (st == GA_OK && !open)
+        st = ga_fail(GA_ERR_MEMORY, "out of host memory");
     for (int i = 0; i < nlayers && st == GA_OK; i++) {
         ga_layer *l = &net->layers[i];
         l->spec = specs[i];
+        l->trainable = 1;
+        l->match = -1;
+        if (l->spec.kind == GA_LAYER_RES_BEGIN) {
+            open[depth++] = i;
+        } else if (l->spec.kind == GA_LAYER_RES_END) {
+            if (depth == 0)
+                st = ga_fail(GA_ERR_VALUE, "layer %d: residual end without a residual begin", i);
+            else {
+                l->match = open[--depth];
+                net->layers[l->match].match = i;
+            }
+        }
+    }
+    if (st == GA_OK && depth != 0)
+        st = ga_fail(GA_ERR_VALUE, "layer %d: residual begin without a residual end", open[depth - 1]);
+    free(open);
+    const int64_t *shape = in_shape;
+    for (int i = 0; i < nlayers && st == GA_OK; i++) {
+        ga_layer *l = &net->layers[i];
         memcpy(l->in, shape, sizeof l->in);
-        st = infer_layer(l, i, &net->nparams);
+        st = infer_layer(net, i, &net->nparams);
         shape = l->out;
     }
     if (st == GA_OK) {
@@ -261,13 +379,42 @@ ga_status ga_net_create(ga_net **out, const ga_backend *be, int device_index,
             (st = b->alloc((void **)&net->opt1, bytes)) == GA_OK &&
             (st = b->alloc((void **)&net->opt2, bytes)) == GA_OK &&
             (st = b->alloc((void **)&net->stats, 2 * sizeof(float))) == GA_OK &&
+            (st = b->alloc((void **)&net->state, (size_t)net->nstate * sizeof(float))) == GA_OK &&
+            (st = b->alloc((void **)&net->aux, (size_t)net->naux * sizeof(float))) == GA_OK &&
             (st = b->to_device(net->params, host, bytes)) == GA_OK &&
-            (st = b->zero(net->opt1, bytes)) == GA_OK)
+            (st = b->zero(net->opt1, bytes)) == GA_OK &&
+            (st = b->zero(net->aux, (size_t)net->naux * sizeof(float))) == GA_OK)
             st = b->zero(net->opt2, bytes);
         if (st != GA_OK)
             backend_failed(be, st);
     }
     ga_host_free(host);
+    host = NULL;
+    if (st == GA_OK && net->nstate > 0) { /* moving mean 0, moving variance 1 */
+        st = ga_host_alloc((void **)&host, (size_t)net->nstate * sizeof(float));
+        if (st == GA_OK) {
+            for (int i = 0; i < nlayers; i++) {
+                const ga_layer *l = &net->layers[i];
+                for (int64_t j = 0; j < l->ns; j++)
+                    host[l->s_off + j] = j < l->ns / 2 ? 0.0f : 1.0f;
+            }
+            st = be->to_device(net->state, host, (size_t)net->nstate * sizeof(float));
+            if (st != GA_OK)
+                backend_failed(be, st);
+        }
+        ga_host_free(host);
+    }
+    if (st == GA_OK) {
+        int *all = calloc((size_t)nlayers, sizeof *all);
+        if (!all)
+            st = ga_fail(GA_ERR_MEMORY, "out of host memory");
+        else {
+            for (int i = 0; i < nlayers; i++)
+                all[i] = 1;
+            st = ga_net_set_trainable(net, all);
+            free(all);
+        }
+    }
     if (st != GA_OK) {
         ga_net_destroy(net);
         return st;
@@ -290,7 +437,10 @@ void ga_net_destroy(ga_net *net)
         net->be->release(net->opt1);
         net->be->release(net->opt2);
         net->be->release(net->stats);
+        net->be->release(net->state);
+        net->be->release(net->aux);
     }
+    free(net->ranges);
     free(net->layers);
     free(net);
 }
@@ -354,6 +504,33 @@ static ga_status forward(ga_net *net, int64_t n, int training)
         case GA_LAYER_RELU:
             BE(net, relu_forward(y, in, count));
             break;
+        case GA_LAYER_BATCHNORM: {
+            const int64_t c = l->in[0], hw = l->in[1] * l->in[2];
+            float *save = net->aux + l->a_off, *run = net->state + l->s_off;
+            /* a frozen batch norm runs in inference mode, as in Keras */
+            BE(net, batchnorm_forward(y, save, save + c, run, run + c, in, w, b, n, c, hw, l->spec.momentum,
+                                      l->spec.eps, training && l->trainable));
+            break;
+        }
+        case GA_LAYER_GLOBAL_AVGPOOL:
+            BE(net, global_avgpool_forward(y, in, n * l->in[0], l->in[1] * l->in[2]));
+            break;
+        case GA_LAYER_RES_BEGIN:
+            y = (float *)in; /* a view: the skip stays in the input's buffer, which no later layer writes */
+            break;
+        case GA_LAYER_RES_END: {
+            const float *skip = net->layers[l->match].x_seen;
+            if (l->proj) {
+                ga_conv_shape s = proj_shape(l, n);
+                BE(net, conv2d_forward(y, l->col, net->ws, skip, w, b, 0, &s, GA_VARIANT_FAST));
+                BE(net, add(y, y, in, count));
+            } else {
+                BE(net, add(y, in, skip, count));
+            }
+            if (l->spec.relu)
+                BE(net, relu_forward(y, y, count));
+            break;
+        }
         default: /* flatten: the same memory seen as a vector */
             y = (float *)in;
             break;
@@ -365,23 +542,28 @@ static ga_status forward(ga_net *net, int64_t n, int training)
     return GA_OK;
 }
 
-/* Backward from dlogits in net->grad_a; fills net->grads. */
-static ga_status backward(ga_net *net, int64_t n, int training)
+/* Backward from the gradient of the last layer's output in net->grad_a, down
+ * to layer `lowest` (the lowest trainable one in a training step; dx of that
+ * layer is computed only when `dx_at_lowest`). Fills net->grads for trainable
+ * layers and leaves the last gradient computed in *g_out. */
+static ga_status backward(ga_net *net, int64_t n, int training, int lowest, int dx_at_lowest, float **g_out)
 {
     float *g = net->grad_a, *spare = net->grad_b;
-    for (int i = net->nlayers - 1; i >= 0; i--) {
+    for (int i = net->nlayers - 1; i >= lowest; i--) {
         ga_layer *l = &net->layers[i];
         const float *w = net->params + l->w_off;
         float *dw = net->grads + l->w_off, *db = l->nb ? net->grads + l->b_off : NULL;
         const int64_t count = n * per_sample(l->out);
-        const int need_dx = i > 0; /* nothing below the first layer wants dx */
+        const int need_dx = i > lowest || dx_at_lowest; /* false only on the last layer visited */
+        const int train_w = l->trainable;
         switch (l->spec.kind) {
         case GA_LAYER_CONV2D: {
             ga_conv_shape s = conv_shape(l, n);
             if (l->spec.relu)
                 BE(net, relu_backward(g, l->y_seen, g, count));
-            BE(net, conv2d_backward(need_dx ? spare : NULL, dw, db, net->ws, l->x_seen, l->col, w, g,
-                                    &s, GA_VARIANT_FAST));
+            if (train_w || need_dx) /* frozen: the input gradient only */
+                BE(net, conv2d_backward(need_dx ? spare : NULL, train_w ? dw : NULL, train_w ? db : NULL,
+                                        net->ws, l->x_seen, l->col, w, g, &s, GA_VARIANT_FAST));
             break;
         }
         case GA_LAYER_MAXPOOL2D: {
@@ -394,13 +576,48 @@ static ga_status backward(ga_net *net, int64_t n, int training)
             const int64_t fin = per_sample(l->in), units = l->spec.units;
             if (l->spec.relu)
                 BE(net, relu_backward(g, l->y_seen, g, count));
-            BE(net, gemm(dw, g, l->x_seen, 1, 0, units, fin, n, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST));
-            if (db)
-                BE(net, sum_rows(db, g, n, units));
+            if (train_w) {
+                BE(net, gemm(dw, g, l->x_seen, 1, 0, units, fin, n, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST));
+                if (db)
+                    BE(net, sum_rows(db, g, n, units));
+            }
             if (need_dx)
                 BE(net, gemm(spare, g, w, 0, 0, n, fin, units, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST));
             break;
         }
+        case GA_LAYER_BATCHNORM: {
+            const int64_t c = l->in[0], hw = l->in[1] * l->in[2];
+            const float *save = net->aux + l->a_off;
+            if (train_w || need_dx)
+                BE(net, batchnorm_backward(need_dx ? spare : NULL, train_w ? dw : NULL, train_w ? db : NULL, g,
+                                           l->x_seen, w, save, save + c, n, c, hw, training && train_w));
+            break;
+        }
+        case GA_LAYER_GLOBAL_AVGPOOL:
+            if (need_dx)
+                BE(net, global_avgpool_backward(spare, g, n * l->in[0], l->in[1] * l->in[2]));
+            break;
+        case GA_LAYER_RES_END: {
+            /* the branch gets g unchanged (it stays in place); the skip's share goes to dskip,
+             * which RES_BEGIN adds, when the backward pass reaches it */
+            const int need_skip = l->match >= lowest;
+            if (l->spec.relu)
+                BE(net, relu_backward(g, l->y_seen, g, count));
+            if (l->proj) {
+                ga_conv_shape s = proj_shape(l, n);
+                const float *skip = net->layers[l->match].x_seen;
+                if (train_w || need_skip)
+                    BE(net, conv2d_backward(need_skip ? l->dskip : NULL, train_w ? dw : NULL,
+                                            train_w ? db : NULL, net->ws, skip, l->col, w, g, &s,
+                                            GA_VARIANT_FAST));
+            } else if (need_skip) {
+                BE(net, copy(l->dskip, g, (size_t)count * sizeof(float)));
+            }
+            continue;
+        }
+        case GA_LAYER_RES_BEGIN:
+            BE(net, add(g, g, net->layers[l->match].dskip, count));
+            continue;
         case GA_LAYER_DROPOUT:
             if (training && l->spec.rate > 0.0f)
                 BE(net, mul(g, g, l->mask, count));
@@ -411,10 +628,13 @@ static ga_status backward(ga_net *net, int64_t n, int training)
         default: /* flatten */
             continue;
         }
-        float *t = g; /* the gradient now lives in spare */
-        g = spare;
-        spare = t;
+        if (need_dx) { /* the gradient now lives in spare */
+            float *t = g;
+            g = spare;
+            spare = t;
+        }
     }
+    *g_out = g;
     return GA_OK;
 }
 
@@ -452,15 +672,22 @@ ga_status ga_net_train_step(ga_net *net, const float *x_host, const int32_t *lab
     if (!labels_host)
         return ga_fail(GA_ERR_VALUE, "training needs labels");
     GA_TRY(load_and_forward(net, x_host, labels_host, n, 1, 1.0f / (float)n));
-    GA_TRY(backward(net, n, 1));
+    if (net->lowest >= 0) {
+        float *g;
+        GA_TRY(backward(net, n, 1, net->lowest, 0, &g));
+    }
     net->t++;
     const ga_optimizer *o = &net->opt;
-    if (o->kind == GA_OPT_ADAM)
-        BE(net, adam_update(net->params, net->opt1, net->opt2, net->grads, net->nparams, o->lr,
-                            o->beta1, o->beta2, o->eps, o->weight_decay, net->t));
-    else
-        BE(net, sgd_update(net->params, net->opt1, net->grads, net->nparams, o->lr, o->momentum,
-                           o->weight_decay, o->nesterov));
+    /* only the trainable runs of the block: one fused launch per run */
+    for (int r = 0; r < net->nranges; r++) {
+        const int64_t off = net->ranges[2 * r], cnt = net->ranges[2 * r + 1];
+        if (o->kind == GA_OPT_ADAM)
+            BE(net, adam_update(net->params + off, net->opt1 + off, net->opt2 + off, net->grads + off, cnt,
+                                o->lr, o->beta1, o->beta2, o->eps, o->weight_decay, net->t));
+        else
+            BE(net, sgd_update(net->params + off, net->opt1 + off, net->grads + off, cnt, o->lr, o->momentum,
+                               o->weight_decay, o->nesterov));
+    }
     float stats[2];
     BE(net, to_host(stats, net->stats, sizeof stats)); /* the step's one synchronisation */
     *loss = stats[0] / (float)n;
@@ -500,5 +727,74 @@ ga_status ga_net_set_params(ga_net *net, const float *host)
 {
     BE(net, set_device(net->device_index));
     BE(net, to_device(net->params, host, (size_t)net->nparams * sizeof(float)));
+    return GA_OK;
+}
+
+ga_status ga_net_get_state(ga_net *net, float *host)
+{
+    BE(net, set_device(net->device_index));
+    BE(net, to_host(host, net->state, (size_t)net->nstate * sizeof(float)));
+    return GA_OK;
+}
+
+ga_status ga_net_set_state(ga_net *net, const float *host)
+{
+    BE(net, set_device(net->device_index));
+    BE(net, to_device(net->state, host, (size_t)net->nstate * sizeof(float)));
+    return GA_OK;
+}
+
+ga_status ga_net_set_trainable(ga_net *net, const int *flags)
+{
+    net->nranges = 0;
+    net->ntrainable = 0;
+    net->lowest = -1;
+    for (int i = 0; i < net->nlayers; i++) {
+        ga_layer *l = &net->layers[i];
+        l->trainable = flags[i] != 0;
+        const int64_t cnt = l->nw + l->nb;
+        if (!l->trainable || cnt == 0)
+            continue;
+        if (net->lowest < 0)
+            net->lowest = i;
+        net->ntrainable += cnt;
+        int64_t *last = net->nranges ? &net->ranges[2 * (net->nranges - 1)] : NULL;
+        if (last && last[0] + last[1] == l->w_off) { /* contiguous: extend the run */
+            last[1] += cnt;
+        } else {
+            net->ranges[2 * net->nranges] = l->w_off;
+            net->ranges[2 * net->nranges + 1] = cnt;
+            net->nranges++;
+        }
+    }
+    return GA_OK;
+}
+
+ga_status ga_net_forward(ga_net *net, const float *x_host, int64_t n, int training, float *out_host)
+{
+    GA_TRY(load_and_forward(net, x_host, NULL, n, training != 0, 0.0f));
+    net->last_training = training != 0;
+    net->last_n = n;
+    const float *out = net->layers[net->nlayers - 1].y_seen;
+    BE(net, to_host(out_host, out, (size_t)(n * net->classes) * sizeof(float)));
+    return GA_OK;
+}
+
+ga_status ga_net_backward(ga_net *net, int64_t n, const float *dout_host, float *dx_host,
+                          float *grads_host)
+{
+    if (n <= 0 || n != net->last_n || n > net->cap)
+        return ga_fail(GA_ERR_VALUE, "backward needs a forward of the same batch size first");
+    if (!dout_host)
+        return ga_fail(GA_ERR_VALUE, "NULL output gradient");
+    BE(net, set_device(net->device_index));
+    BE(net, zero(net->grads, (size_t)net->nparams * sizeof(float)));
+    BE(net, to_device(net->grad_a, dout_host, (size_t)(n * net->classes) * sizeof(float)));
+    float *g = NULL;
+    GA_TRY(backward(net, n, net->last_training, 0, 1, &g));
+    if (dx_host)
+        BE(net, to_host(dx_host, g, (size_t)(n * per_sample(net->in)) * sizeof(float)));
+    if (grads_host)
+        BE(net, to_host(grads_host, net->grads, (size_t)net->nparams * sizeof(float)));
     return GA_OK;
 }

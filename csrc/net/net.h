@@ -17,8 +17,20 @@ typedef enum {
     GA_LAYER_FLATTEN,
     GA_LAYER_DENSE,
     GA_LAYER_DROPOUT,
-    GA_LAYER_RELU
+    GA_LAYER_RELU,
+    GA_LAYER_BATCHNORM,      /* per-channel normalisation, gamma/beta + moving mean/var */
+    GA_LAYER_GLOBAL_AVGPOOL, /* (C, H, W) -> (C, 1, 1) */
+    GA_LAYER_RES_BEGIN,      /* residual block: remembers its input (the skip) */
+    GA_LAYER_RES_END         /* residual block: y = branch + skip (or 1x1 projection of it), ReLU */
 } ga_layer_kind;
+
+/* Residual blocks are brackets in the linear table: RES_BEGIN, the branch's
+ * layers, RES_END (nesting allowed). Forward: RES_BEGIN is a view of its input;
+ * RES_END adds that input (through a 1x1 convolution with stride when
+ * `projection` is on) to the branch output and applies the optional ReLU.
+ * Backward: RES_END passes its gradient to the branch unchanged and keeps the
+ * skip's gradient (through the projection) in `dskip`; RES_BEGIN adds it. */
+enum { GA_PROJ_NONE = 0, GA_PROJ_YES = 1, GA_PROJ_AUTO = 2 };
 
 typedef struct {
     int kind;                     /* ga_layer_kind */
@@ -28,6 +40,9 @@ typedef struct {
     int relu;                     /* ReLU fused after conv or dense */
     int use_bias;                 /* conv and dense */
     float rate;                   /* dropout */
+    float momentum, eps;          /* batch norm (Keras: 0.99, 1e-3) */
+    int projection;               /* residual end: GA_PROJ_* (AUTO: iff shapes differ);
+                                     stride 0 = inferred, use_bias for the projection */
 } ga_layer_spec;
 
 typedef struct {
@@ -40,6 +55,14 @@ typedef struct {
     float *mask;                  /* dropout: the scaled keep mask */
     const float *x_seen;          /* input and output of the last forward */
     float *y_seen;
+    int trainable;                /* weights updated, their gradients computed (default 1) */
+    int match;                    /* residual: index of the matching begin / end */
+    int proj;                     /* residual end: 1 when the skip goes through a 1x1 conv */
+    int64_t proj_stride;          /* residual end: stride of that conv */
+    int64_t skip[3];              /* residual end: per-sample shape of the skip */
+    float *dskip;                 /* residual end: gradient of the skip (cap samples) */
+    int64_t s_off, ns;            /* batch norm: moving mean, variance in the state block */
+    int64_t a_off;                /* batch norm: batch mean, invstd of the last forward in aux */
 } ga_layer;
 
 enum { GA_OPT_SGD = 0, GA_OPT_ADAM = 1 };
@@ -60,6 +83,16 @@ typedef struct ga_net {
     int64_t nparams;
     float *params, *grads;  /* device: all weights, then all gradients, same layout */
     float *opt1, *opt2;     /* device: momentum / Adam m and v */
+    int64_t nstate;
+    float *state;           /* device: non-trainable state (batch-norm moving mean, variance) */
+    float *aux;             /* device: batch-norm statistics of the last forward */
+    int64_t naux;
+    int64_t *ranges;        /* host: nranges (offset, count) runs of trainable parameters */
+    int nranges;
+    int64_t ntrainable;     /* trainable parameters (sum of the runs) */
+    int lowest;             /* lowest layer with trainable weights (-1: none): backward stops there */
+    int last_training;      /* mode of the last forward (for ga_net_backward) */
+    int64_t last_n;
     ga_optimizer opt;
     int64_t t;              /* optimizer steps taken */
     uint64_t seed, draws;   /* dropout: seed and masks drawn so far */
@@ -93,5 +126,25 @@ ga_status ga_net_evaluate(ga_net *net, const float *x_host, const int32_t *label
 /* Host copies of the parameter block (nparams floats) and optimizer state. */
 ga_status ga_net_get_params(ga_net *net, float *host);
 ga_status ga_net_set_params(ga_net *net, const float *host);
+
+/* Host copies of the non-trainable state block (nstate floats). */
+ga_status ga_net_get_state(ga_net *net, float *host);
+ga_status ga_net_set_state(ga_net *net, const float *host);
+
+/* flags (nlayers): 1 = the layer's weights train. The optimizer then updates
+ * only the trainable runs of the parameter block; frozen layers skip their
+ * weight gradients (frozen batch norm runs in inference mode, as in Keras), and
+ * backward stops at the lowest trainable layer. */
+ga_status ga_net_set_trainable(ga_net *net, const int *flags);
+
+/* For gradient checks: forward of x_host (n, C, H, W) in the given mode
+ * (training: dropout on, batch norm on batch statistics and updating the
+ * moving ones), out_host (n, classes) the last layer's output. */
+ga_status ga_net_forward(ga_net *net, const float *x_host, int64_t n, int training, float *out_host);
+/* After ga_net_forward with the same n: backward from dout_host (n, classes);
+ * dx_host (n, C, H, W) (may be NULL) the input gradient, grads_host (nparams,
+ * may be NULL) the parameter gradients (zero for frozen layers). */
+ga_status ga_net_backward(ga_net *net, int64_t n, const float *dout_host, float *dx_host,
+                          float *grads_host);
 
 #endif

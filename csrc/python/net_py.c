@@ -25,7 +25,9 @@ typedef struct {
         Py_END_ALLOW_THREADS                                    \
     } while (0)
 
-static const char *const kind_names[] = {"conv2d", "maxpool2d", "flatten", "dense", "dropout", "relu"};
+/* Index = ga_layer_kind (net/net.h). */
+static const char *const kind_names[] = {"conv2d", "maxpool2d", "flatten",        "dense",     "dropout",
+                                         "relu",   "batchnorm", "global_avgpool", "res_begin", "res_end"};
 
 /* Read one layer description (a dict) into `sp`. */
 static int parse_spec(PyObject *d, ga_layer_spec *sp, Py_ssize_t i)
@@ -69,9 +71,22 @@ static int parse_spec(PyObject *d, ga_layer_spec *sp, Py_ssize_t i)
     sp->use_bias = 1;
     if ((v = PyDict_GetItemString(d, "use_bias")) && (sp->use_bias = PyObject_IsTrue(v)) < 0)
         return -1;
-    if ((v = PyDict_GetItemString(d, "rate"))) {
-        sp->rate = (float)PyFloat_AsDouble(v);
+    struct { const char *key; float *dst; float dflt; } floats[] = {
+        {"rate", &sp->rate, 0.0f}, {"momentum", &sp->momentum, 0.99f}, {"eps", &sp->eps, 1e-3f},
+    };
+    for (size_t j = 0; j < sizeof floats / sizeof floats[0]; j++) {
+        *floats[j].dst = floats[j].dflt;
+        if (!(v = PyDict_GetItemString(d, floats[j].key)))
+            continue;
+        *floats[j].dst = (float)PyFloat_AsDouble(v);
         if (PyErr_Occurred())
+            return -1;
+    }
+    sp->projection = GA_PROJ_AUTO;
+    if ((v = PyDict_GetItemString(d, "projection"))) {
+        if (v == Py_None)
+            sp->projection = GA_PROJ_AUTO;
+        else if ((sp->projection = PyObject_IsTrue(v)) < 0)
             return -1;
     }
     return 0;
@@ -328,6 +343,200 @@ static PyObject *net_set_params(GaNet *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+static PyObject *net_get_state(GaNet *self, PyObject *unused)
+{
+    if (ready(self) < 0)
+        return NULL;
+    npy_intp n = (npy_intp)self->net->nstate;
+    PyObject *out = PyArray_SimpleNew(1, &n, NPY_FLOAT32);
+    if (!out)
+        return NULL;
+    ga_status st;
+    NET_RUN(self, st, ga_net_get_state(self->net, PyArray_DATA((PyArrayObject *)out)));
+    if (st != GA_OK) {
+        Py_DECREF(out);
+        return ga_py_raise(NULL, st);
+    }
+    return out;
+}
+
+static PyObject *net_set_state(GaNet *self, PyObject *arg)
+{
+    if (ready(self) < 0)
+        return NULL;
+    if (!PyArray_Check(arg) || PyArray_TYPE((PyArrayObject *)arg) != NPY_FLOAT32) {
+        PyErr_SetString(PyExc_TypeError, "state must be a float32 numpy array");
+        return NULL;
+    }
+    PyArrayObject *p = (PyArrayObject *)PyArray_FROM_OTF(arg, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY);
+    if (!p)
+        return NULL;
+    if (PyArray_SIZE(p) != (npy_intp)self->net->nstate) {
+        Py_DECREF(p);
+        PyErr_Format(PyExc_ValueError, "expected %lld state values", (long long)self->net->nstate);
+        return NULL;
+    }
+    ga_status st;
+    NET_RUN(self, st, ga_net_set_state(self->net, PyArray_DATA(p)));
+    Py_DECREF(p);
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    Py_RETURN_NONE;
+}
+
+/* set_trainable(flags): one truthy value per layer of the table */
+static PyObject *net_set_trainable(GaNet *self, PyObject *arg)
+{
+    if (ready(self) < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(arg, "flags must be a sequence");
+    if (!seq)
+        return NULL;
+    const int nl = self->net->nlayers;
+    if (PySequence_Fast_GET_SIZE(seq) != nl) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "expected %d trainable flags (one per layer)", nl);
+        return NULL;
+    }
+    int *flags = PyMem_Calloc((size_t)nl, sizeof *flags);
+    if (!flags) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (int i = 0; i < nl; i++)
+        if ((flags[i] = PyObject_IsTrue(PySequence_Fast_GET_ITEM(seq, i))) < 0) {
+            PyMem_Free(flags);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    Py_DECREF(seq);
+    ga_status st;
+    NET_RUN(self, st, ga_net_set_trainable(self->net, flags));
+    PyMem_Free(flags);
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    Py_RETURN_NONE;
+}
+
+/* trainable flags as the net holds them, one per layer */
+static PyObject *net_get_trainable(GaNet *self, PyObject *unused)
+{
+    if (ready(self) < 0)
+        return NULL;
+    PyObject *list = PyList_New(self->net->nlayers);
+    if (!list)
+        return NULL;
+    for (int i = 0; i < self->net->nlayers; i++)
+        PyList_SET_ITEM(list, i, PyBool_FromLong(self->net->layers[i].trainable));
+    return list;
+}
+
+/* [(offset, count), ...] the trainable runs of the parameter block */
+static PyObject *net_trainable_ranges(GaNet *self, PyObject *unused)
+{
+    if (ready(self) < 0)
+        return NULL;
+    PyObject *list = PyList_New(self->net->nranges);
+    if (!list)
+        return NULL;
+    for (int r = 0; r < self->net->nranges; r++) {
+        PyObject *item = Py_BuildValue("(LL)", (long long)self->net->ranges[2 * r], (long long)self->net->ranges[2 * r + 1]);
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, r, item);
+    }
+    return list;
+}
+
+/* [(state_offset, state_count), ...] per layer */
+static PyObject *net_state_info(GaNet *self, PyObject *unused)
+{
+    if (ready(self) < 0)
+        return NULL;
+    PyObject *list = PyList_New(self->net->nlayers);
+    if (!list)
+        return NULL;
+    for (int i = 0; i < self->net->nlayers; i++) {
+        const ga_layer *l = &self->net->layers[i];
+        PyObject *item = Py_BuildValue("(LL)", (long long)l->s_off, (long long)l->ns);
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+/* forward(x, training) -> the last layer's output (n, classes) */
+static PyObject *net_forward(GaNet *self, PyObject *args)
+{
+    PyObject *xo;
+    int training = 0;
+    if (!PyArg_ParseTuple(args, "O|p:forward", &xo, &training) || ready(self) < 0)
+        return NULL;
+    PyArrayObject *x = batch_x(self, xo);
+    if (!x)
+        return NULL;
+    npy_intp dims[2] = {PyArray_DIM(x, 0), (npy_intp)self->net->classes};
+    PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (!out) {
+        Py_DECREF(x);
+        return NULL;
+    }
+    ga_status st;
+    NET_RUN(self, st, ga_net_forward(self->net, PyArray_DATA(x), dims[0], training, PyArray_DATA((PyArrayObject *)out)));
+    Py_DECREF(x);
+    if (st != GA_OK) {
+        Py_DECREF(out);
+        return ga_py_raise(NULL, st);
+    }
+    return out;
+}
+
+/* backward(dout) -> (dx (n, C, H, W), grads (nparams,)) after forward() of the same batch size */
+static PyObject *net_backward(GaNet *self, PyObject *arg)
+{
+    if (ready(self) < 0)
+        return NULL;
+    if (!PyArray_Check(arg) || PyArray_TYPE((PyArrayObject *)arg) != NPY_FLOAT32) {
+        PyErr_SetString(PyExc_TypeError, "dout must be a float32 numpy array");
+        return NULL;
+    }
+    PyArrayObject *d = (PyArrayObject *)PyArray_FROM_OTF(arg, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY);
+    if (!d)
+        return NULL;
+    const int64_t *in = self->net->in;
+    if (PyArray_NDIM(d) != 2 || PyArray_DIM(d, 1) != self->net->classes || PyArray_DIM(d, 0) != self->net->last_n ||
+        PyArray_DIM(d, 0) == 0) {
+        Py_DECREF(d);
+        PyErr_Format(PyExc_ValueError, "dout must have shape (%lld, %lld): the batch of the last forward()",
+                     (long long)self->net->last_n, (long long)self->net->classes);
+        return NULL;
+    }
+    npy_intp xd[4] = {PyArray_DIM(d, 0), (npy_intp)in[0], (npy_intp)in[1], (npy_intp)in[2]};
+    npy_intp np_ = (npy_intp)self->net->nparams;
+    PyObject *dx = PyArray_SimpleNew(4, xd, NPY_FLOAT32), *grads = PyArray_SimpleNew(1, &np_, NPY_FLOAT32);
+    if (!dx || !grads) {
+        Py_DECREF(d);
+        Py_XDECREF(dx);
+        Py_XDECREF(grads);
+        return NULL;
+    }
+    ga_status st;
+    NET_RUN(self, st, ga_net_backward(self->net, xd[0], PyArray_DATA(d), PyArray_DATA((PyArrayObject *)dx),
+                                      PyArray_DATA((PyArrayObject *)grads)));
+    Py_DECREF(d);
+    if (st != GA_OK) {
+        Py_DECREF(dx);
+        Py_DECREF(grads);
+        return ga_py_raise(NULL, st);
+    }
+    return Py_BuildValue("(NN)", dx, grads);
+}
+
 /* [(out_shape, w_offset, w_count, b_offset, b_count), ...] */
 static PyObject *net_layer_info(GaNet *self, PyObject *unused)
 {
@@ -352,6 +561,8 @@ static PyObject *net_layer_info(GaNet *self, PyObject *unused)
 static PyObject *net_get_nparams(GaNet *self, void *c) { return ready(self) < 0 ? NULL : PyLong_FromLongLong(self->net->nparams); }
 static PyObject *net_get_classes(GaNet *self, void *c) { return ready(self) < 0 ? NULL : PyLong_FromLongLong(self->net->classes); }
 static PyObject *net_get_steps(GaNet *self, void *c) { return ready(self) < 0 ? NULL : PyLong_FromLongLong(self->net->t); }
+static PyObject *net_get_nstate(GaNet *self, void *c) { return ready(self) < 0 ? NULL : PyLong_FromLongLong(self->net->nstate); }
+static PyObject *net_get_ntrainable(GaNet *self, void *c) { return ready(self) < 0 ? NULL : PyLong_FromLongLong(self->net->ntrainable); }
 static PyObject *net_get_device(GaNet *self, void *c) { return ready(self) < 0 ? NULL : PyUnicode_FromString(self->dev.name); }
 
 static PyMethodDef net_methods[] = {
@@ -362,6 +573,14 @@ static PyMethodDef net_methods[] = {
     {"get_params", (PyCFunction)net_get_params, METH_NOARGS, "the flat parameter block (host copy)"},
     {"set_params", (PyCFunction)net_set_params, METH_O, "overwrite the flat parameter block"},
     {"layer_info", (PyCFunction)net_layer_info, METH_NOARGS, "per layer: (out_shape, w_off, nw, b_off, nb)"},
+    {"get_state", (PyCFunction)net_get_state, METH_NOARGS, "the non-trainable state block (batch-norm moving mean, variance)"},
+    {"set_state", (PyCFunction)net_set_state, METH_O, "overwrite the state block"},
+    {"state_info", (PyCFunction)net_state_info, METH_NOARGS, "per layer: (state_off, ns)"},
+    {"set_trainable", (PyCFunction)net_set_trainable, METH_O, "set_trainable(flags): one per layer"},
+    {"get_trainable", (PyCFunction)net_get_trainable, METH_NOARGS, "the per-layer trainable flags"},
+    {"trainable_ranges", (PyCFunction)net_trainable_ranges, METH_NOARGS, "[(offset, count)] runs the optimizer updates"},
+    {"forward", (PyCFunction)net_forward, METH_VARARGS, "forward(x, training=False) -> last layer's output (for gradient checks)"},
+    {"backward", (PyCFunction)net_backward, METH_O, "backward(dout) -> (dx, grads) after forward() (for gradient checks)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -369,6 +588,8 @@ static PyGetSetDef net_getset[] = {
     {"nparams", (getter)net_get_nparams, NULL, NULL, NULL},
     {"classes", (getter)net_get_classes, NULL, NULL, NULL},
     {"steps", (getter)net_get_steps, NULL, "optimizer steps taken", NULL},
+    {"nstate", (getter)net_get_nstate, NULL, "non-trainable state values (batch-norm moving statistics)", NULL},
+    {"ntrainable", (getter)net_get_ntrainable, NULL, "parameters the optimizer updates", NULL},
     {"device", (getter)net_get_device, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
