@@ -16,7 +16,7 @@ data:
 	  || echo "warning: could not apt-get install dataset-fashion-mnist; the loader will try to download"; fi
 
 deps: data
-	$(PIP) install -q --upgrade "pip>=23" "setuptools>=77" wheel "numpy>=2.0" "pytest>=7" matplotlib nbclient nbformat ipykernel pytest-benchmark
+	$(PIP) install -q --upgrade "pip>=23" "setuptools>=77" wheel "numpy>=2.0" "pytest>=7" "hypothesis>=6" matplotlib nbclient nbformat ipykernel pytest-benchmark
 
 install: deps
 	$(PIP) install -q --no-build-isolation -e .
@@ -27,12 +27,42 @@ run: install
 test: install
 	$(PY) -m pytest -q tests
 
-# The CPU suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# The CPU suite under AddressSanitizer + UndefinedBehaviorSanitizer (+ LeakSanitizer).
+# Built with GPUACCEL_SANITIZE=1 GPUACCEL_SKIP_CUDA=1 in a temporary copy of the tree
+# ($(ASAN_DIR)), so the working tree's normal build (gpuaccel/_C*.so, _cuda*.so) is
+# never touched. Reduced suite, stated: tests/test_bench.py, tests/test_peers.py
+# (benchmark / peer-framework runs) and tests/test_cuda_build.py (nvcc builds) are
+# left out, and so is the one-epoch Fashion-MNIST accuracy test (31 min under ASan);
+# everything else runs, the fuzzers at full scale. Leaks: LSan runs at the exit of
+# every process (exit code 0: the logs are judged instead; ASan/UBSan errors abort);
+# Python's own never-freed allocations are ignored, and any leak whose stack names
+# gpuaccel's code fails the target. Then a short training run
+# (python tests/test_hardening.py lsan-workload) is checked again with full stacks.
+# UBSan reports go to stderr (pytest --capture=sys lets C-level output through).
+ASAN_DIR ?= /tmp/gpuaccel-asan
+ASAN_RT   = $$(gcc -print-file-name=libasan.so)
+ASAN_ENV  = LD_PRELOAD="$(ASAN_RT)" \
+            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1 \
+            LSAN_OPTIONS=suppressions=$(ASAN_DIR)/lsan.supp:print_suppressions=0:exitcode=0
+ASAN_OPTS = detect_leaks=1:abort_on_error=1:allocator_may_return_null=1:log_path=$(ASAN_DIR)/logs/asan
+ASAN_SKIP = -k "not reference_cnn_one_epoch" --ignore=tests/test_bench.py --ignore=tests/test_peers.py \
+            --ignore=tests/test_cuda_build.py
 test-asan: deps
-	GPUACCEL_SANITIZE=1 GPUACCEL_SKIP_CUDA=1 $(PY) setup.py -q build_ext --inplace --force
-	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-	  $(PY) -m pytest -q -x tests -m "not slow"
-	$(PY) setup.py -q build_ext --inplace --force
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)/tree $(ASAN_DIR)/logs
+	printf 'leak:libgomp\n' > $(ASAN_DIR)/lsan.supp
+	cp -r csrc gpuaccel tests setup.py pyproject.toml $(ASAN_DIR)/tree/
+	rm -rf $(ASAN_DIR)/tree/gpuaccel/*.so $(ASAN_DIR)/tree/gpuaccel/__pycache__ $(ASAN_DIR)/tree/tests/__pycache__
+	cd $(ASAN_DIR)/tree && GPUACCEL_SANITIZE=1 GPUACCEL_SKIP_CUDA=1 $(PY) setup.py -q build_ext --inplace >/dev/null
+	ldd $(ASAN_DIR)/tree/gpuaccel/_C*.so | grep -q libasan
+	cd $(ASAN_DIR)/tree && PYBIN=$$($(PY) -c 'import sys; print(sys.executable)') && st=0 && \
+	  export PYTHONPATH=$(ASAN_DIR)/tree $(ASAN_ENV) && \
+	  ASAN_OPTIONS=$(ASAN_OPTS) $$PYBIN -c 'import gpuaccel, sys; \
+	    sys.exit(0 if gpuaccel.__file__.startswith("$(ASAN_DIR)/tree/") else "not the sanitized copy: " + gpuaccel.__file__)' && \
+	  { ASAN_OPTIONS=$(ASAN_OPTS) $$PYBIN -m pytest -q -p no:cacheprovider --capture=sys tests $(ASAN_SKIP) || st=1; } && \
+	  { ASAN_OPTIONS=$(ASAN_OPTS)-workload:fast_unwind_on_malloc=0:malloc_context_size=40 \
+	    $$PYBIN tests/test_hardening.py lsan-workload || st=1; } && \
+	  { env -u LD_PRELOAD $$PYBIN tests/test_hardening.py check-sanitizer-logs $(ASAN_DIR)/logs || st=1; } && \
+	  exit $$st
 
 bench: install
 	$(PY) benchmarks/bench_gemm.py

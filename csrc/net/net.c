@@ -26,6 +26,20 @@ static ga_status backend_failed(const ga_backend *be, ga_status st)
 
 static int64_t per_sample(const int64_t s[3]) { return s[0] * s[1] * s[2]; }
 
+/* No buffer may hold more than 2^40 floats (4 TiB): far beyond any real network,
+ * and small enough that byte counts never overflow. */
+#define GA_MAX_ELEMS ((int64_t)1 << 40)
+#define GA_MAX_DIM ((int64_t)INT32_MAX)
+
+/* a * b, or -1 when either is negative or the product passes GA_MAX_ELEMS. */
+static int64_t checked_mul(int64_t a, int64_t b)
+{
+    int64_t r;
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r) || r > GA_MAX_ELEMS)
+        return -1;
+    return r;
+}
+
 static ga_conv_shape conv_shape(const ga_layer *l, int64_t n)
 {
     ga_conv_shape s = {
@@ -67,6 +81,9 @@ static ga_status infer_layer(ga_net *net, int i, int64_t *nparams)
     ga_layer *l = &net->layers[i];
     const ga_layer_spec *sp = &l->spec;
     const int64_t c = l->in[0], h = l->in[1], w = l->in[2];
+    if (sp->units > GA_MAX_DIM || sp->kernel_h > GA_MAX_DIM || sp->kernel_w > GA_MAX_DIM ||
+        sp->stride > GA_MAX_DIM || sp->pad > GA_MAX_DIM)
+        return ga_fail(GA_ERR_VALUE, "layer %d: sizes above 2^31 - 1 are not supported", i);
     switch (sp->kind) {
     case GA_LAYER_CONV2D: {
         if (sp->units <= 0 || sp->kernel_h <= 0 || sp->kernel_w <= 0 || sp->stride <= 0 || sp->pad < 0)
@@ -79,7 +96,7 @@ static ga_status infer_layer(ga_net *net, int i, int64_t *nparams)
         l->out[0] = sp->units;
         l->out[1] = p / sp->stride + 1;
         l->out[2] = q / sp->stride + 1;
-        l->nw = sp->units * c * sp->kernel_h * sp->kernel_w;
+        l->nw = checked_mul(checked_mul(sp->units, c), checked_mul(sp->kernel_h, sp->kernel_w));
         l->nb = sp->use_bias ? sp->units : 0;
         break;
     }
@@ -94,7 +111,7 @@ static ga_status infer_layer(ga_net *net, int i, int64_t *nparams)
         l->out[2] = (w - sp->kernel_h) / sp->stride + 1;
         break;
     case GA_LAYER_FLATTEN:
-        l->out[0] = c * h * w;
+        l->out[0] = checked_mul(checked_mul(c, h), w);
         l->out[1] = l->out[2] = 1;
         break;
     case GA_LAYER_DENSE:
@@ -102,7 +119,7 @@ static ga_status infer_layer(ga_net *net, int i, int64_t *nparams)
             return ga_fail(GA_ERR_VALUE, "layer %d (Dense): units must be positive", i);
         l->out[0] = sp->units;
         l->out[1] = l->out[2] = 1;
-        l->nw = sp->units * c * h * w; /* a non-flat input is read in C, H, W order */
+        l->nw = checked_mul(sp->units, checked_mul(checked_mul(c, h), w)); /* read in C, H, W order */
         l->nb = sp->use_bias ? sp->units : 0;
         break;
     case GA_LAYER_DROPOUT:
@@ -161,13 +178,16 @@ static ga_status infer_layer(ga_net *net, int i, int64_t *nparams)
                            "output %lldx%lld",
                            i, (long long)l->skip[1], (long long)l->skip[2], (long long)h, (long long)w);
         l->proj_stride = st;
-        l->nw = c * l->skip[0];
+        l->nw = checked_mul(c, l->skip[0]);
         l->nb = sp->use_bias ? c : 0;
         break;
     }
     default:
         return ga_fail(GA_ERR_VALUE, "layer %d: unknown layer kind %d", i, sp->kind);
     }
+    if (l->nw < 0 || l->out[0] < 0 || checked_mul(checked_mul(l->out[0], l->out[1]), l->out[2]) < 0 ||
+        *nparams + l->nw + l->nb > GA_MAX_ELEMS)
+        return ga_fail(GA_ERR_VALUE, "layer %d: more than 2^40 weights or outputs per sample: too large", i);
     l->w_off = *nparams;
     l->b_off = l->w_off + l->nw;
     *nparams += l->nw + l->nb;
@@ -178,6 +198,8 @@ static ga_status infer_layer(ga_net *net, int i, int64_t *nparams)
  * counter-based stream so the same seed gives the same net on every device. */
 static void init_params(ga_net *net, float *host)
 {
+    if (net->nparams == 0)
+        return;
     memset(host, 0, (size_t)net->nparams * sizeof(float));
     for (int i = 0; i < net->nlayers; i++) {
         const ga_layer *l = &net->layers[i];
@@ -237,11 +259,36 @@ static ga_status alloc_floats(ga_net *net, float **p, int64_t count)
     return GA_OK;
 }
 
+/* The largest buffer the net needs, in floats per sample (activations, im2col
+ * and conv scratch); -1 when one would pass GA_MAX_ELEMS. */
+static int64_t footprint(const ga_net *net)
+{
+    int64_t most = per_sample(net->in);
+    for (int i = 0; i < net->nlayers; i++) {
+        const ga_layer *l = &net->layers[i];
+        int64_t need = per_sample(l->out);
+        if (l->spec.kind == GA_LAYER_CONV2D || (l->spec.kind == GA_LAYER_RES_END && l->proj)) {
+            ga_conv_shape s = l->spec.kind == GA_LAYER_CONV2D ? conv_shape(l, 1) : proj_shape(l, 1);
+            int64_t pq = checked_mul(s.p, s.q);
+            int64_t col = checked_mul(checked_mul(checked_mul(s.c, s.r), s.s), pq);
+            int64_t ws = checked_mul(s.k, pq);
+            if (col < 0 || ws < 0 || col + ws > GA_MAX_ELEMS)
+                return -1;
+            need = col + ws > need ? col + ws : need;
+        }
+        most = need > most ? need : most;
+    }
+    return most;
+}
+
 /* Make every activation buffer hold at least n samples. */
 static ga_status reserve(ga_net *net, int64_t n)
 {
     if (n <= net->cap)
         return GA_OK;
+    if (checked_mul(n, net->footprint) < 0)
+        return ga_fail(GA_ERR_MEMORY, "a batch of %lld samples needs buffers of more than 2^40 floats",
+                       (long long)n);
     free_activations(net);
     int64_t act = per_sample(net->in), ws = 0;
     for (int i = 0; i < net->nlayers; i++) {
@@ -308,8 +355,8 @@ ga_status ga_net_create(ga_net **out, const ga_backend *be, int device_index,
     if (nlayers <= 0 || !specs)
         return ga_fail(GA_ERR_VALUE, "a network needs at least one layer");
     for (int d = 0; d < 3; d++)
-        if (in_shape[d] <= 0)
-            return ga_fail(GA_ERR_VALUE, "input shape must be positive (C, H, W)");
+        if (in_shape[d] <= 0 || in_shape[d] > GA_MAX_DIM)
+            return ga_fail(GA_ERR_VALUE, "input shape must be positive (C, H, W) and below 2^31");
     GA_TRY(be->set_device(device_index) == GA_OK ? GA_OK : backend_failed(be, GA_ERR_RUNTIME));
 
     ga_net *net = calloc(1, sizeof *net);
@@ -364,8 +411,11 @@ ga_status ga_net_create(ga_net **out, const ga_backend *be, int device_index,
     if (st == GA_OK) {
         const ga_layer *last = &net->layers[nlayers - 1];
         net->classes = per_sample(last->out);
+        net->footprint = footprint(net);
         if (last->out[1] != 1 || last->out[2] != 1)
             st = ga_fail(GA_ERR_VALUE, "the last layer must output a vector of class scores (add Flatten and Dense)");
+        else if (net->footprint < 0)
+            st = ga_fail(GA_ERR_VALUE, "a layer needs more than 2^40 floats per sample: too large");
     }
     float *host = NULL;
     if (st == GA_OK)

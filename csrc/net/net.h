@@ -81,6 +81,7 @@ typedef struct ga_net {
     int64_t in[3];
     int64_t classes;
     int64_t nparams;
+    int64_t footprint;      /* largest buffer, in floats per sample (checked against overflow) */
     float *params, *grads;  /* device: all weights, then all gradients, same layout */
     float *opt1, *opt2;     /* device: momentum / Adam m and v */
     int64_t nstate;

@@ -237,8 +237,8 @@ fail:
 /* Shape of a convolution from x (N,C,H,W) and w (K,C,R,S); -1 with ValueError. */
 static int conv_geometry(ga_conv_shape *s, const op_in *x, const op_in *w, long stride, long pad)
 {
-    if (stride < 1 || pad < 0) {
-        PyErr_SetString(PyExc_ValueError, "conv2d: stride must be >= 1 and padding >= 0");
+    if (stride < 1 || pad < 0 || stride > INT32_MAX || pad > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "conv2d: need 1 <= stride < 2^31 and 0 <= padding < 2^31");
         return -1;
     }
     *s = (ga_conv_shape){.n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
@@ -378,8 +378,8 @@ fail_out:
 
 static int pool_geometry(ga_pool_shape *s, const op_in *x, long size, long stride)
 {
-    if (size < 1 || stride < 1) {
-        PyErr_SetString(PyExc_ValueError, "max_pool2d: size and stride must be >= 1");
+    if (size < 1 || stride < 1 || size > INT32_MAX || stride > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "max_pool2d: size and stride must be in [1, 2^31)");
         return -1;
     }
     *s = (ga_pool_shape){.n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
