@@ -324,12 +324,16 @@ def format_sweep(rows, markdown=False):
 def busy_note(settings):
     """A warning when the machine was loaded while we measured, else ''."""
     load, cores = settings.get("load_average"), settings.get("usable_cores") or 1
-    if not load:
+    if not load or any(v is None for v in load):
         return ""
-    worst = max(load)
+    # load[0] is read before training, the others after it: those count this
+    # run's own threads too, which are not "other processes"
+    ours = settings.get("threads") or cores
+    others = [load[0]] + [max(v - ours, 0.0) for v in load[1:]]
+    worst = max(others)
     if worst <= 0.5 * cores:
         return ""
-    return (f"The machine was busy while this ran (1-minute load average up to {worst:.1f} on "
+    return (f"The machine was busy while this ran (other processes' 1-minute load average up to {worst:.1f} on "
             f"{cores} usable cores): other processes shared the CPU, so the timings are unreliable, "
             "slower and noisier than on a quiet machine. Read them as a demonstration of the method, "
             "not as this CPU's speed, and rerun on a quiet machine before quoting them.")
