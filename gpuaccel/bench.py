@@ -222,7 +222,7 @@ def run_peers(data, epochs, batch_size, seed, names=PEER_NAMES):
     results = []
     for name in names:
         try:
-            r = peers.run(name, data, epochs, batch_size, seed)
+            r = peers.run(name, data, epochs, batch_size, seed, isolate=True)
         except Exception as e:
             r = {"device": f"{name}-cpu", "epochs": [], "summary": {"epochs": 0},
                  "error": f"{type(e).__name__}: {e}"}

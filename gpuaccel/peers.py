@@ -109,7 +109,7 @@ def _default_threads():
         return None
 
 
-def run(name, data, epochs, batch_size, seed=0, threads=None, verbose=0):
+def run(name, data, epochs, batch_size, seed=0, threads=None, verbose=0, isolate=False):
     """Train the reference CNN with peer ``name`` ('keras' or 'torch') on the CPU.
 
     data = (x, y, xt, yt): x, xt float32 (N, 1, 28, 28) in [0, 1], y, yt labels.
@@ -118,8 +118,15 @@ def run(name, data, epochs, batch_size, seed=0, threads=None, verbose=0):
     {'device': 'keras-cpu' | 'torch-cpu', 'epochs': per-epoch rows (gpuaccel History keys,
     'epoch', 'warmup'), 'summary': bench.summarize(rows), 'error': None or a message},
     plus 'threads' (in force), 'versions' and 'config'. Never raises for a missing or
-    failing framework: the message is in 'error'."""
+    failing framework: the message is in 'error'.
+
+    isolate=True trains in a child process. Use it whenever both peers run from one
+    process: TensorFlow and PyTorch (through Triton) each carry their own LLVM, and
+    loading both aborts the process ("Option ... registered more than once")."""
     from .bench import history_rows, summarize
+
+    if isolate:
+        return _run_in_child(name, data, epochs, batch_size, seed, threads)
 
     device = _DEVICE.get(name, f"{name}-cpu")
     result = {"device": device, "epochs": [], "summary": {"epochs": 0}, "error": None}
@@ -183,6 +190,36 @@ def _one(args):
     return 0 if result["error"] is None else 1
 
 
+_CHILD = ("import json, sys, numpy as np; from gpuaccel import peers; d = np.load(sys.argv[1]); "
+          "r = peers.run(sys.argv[2], (d['x'], d['y'], d['xt'], d['yt']), int(sys.argv[3]), int(sys.argv[4]), "
+          "int(sys.argv[5]), threads=int(sys.argv[6]) or None); print('RESULT ' + json.dumps(r, default=str))")
+
+
+def _result_of(proc, device):
+    """The RESULT line a child printed, or an error result with the end of its output."""
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"device": device, "epochs": [], "summary": {"epochs": 0},
+            "error": f"exit {proc.returncode}: {' | '.join(tail)}"}
+
+
+def _run_in_child(name, data, epochs, batch_size, seed, threads):
+    import tempfile
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="gpuaccel-peers-") as tmp:
+        path = os.path.join(tmp, "data.npz")
+        x, y, xt, yt = data
+        np.savez(path, x=x, y=y, xt=xt, yt=yt)
+        cmd = [sys.executable, "-c", _CHILD, path, name, str(epochs), str(batch_size), str(seed), str(threads or 0)]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    return _result_of(proc, _DEVICE.get(name, f"{name}-cpu"))
+
+
 def _spawn(framework, threads, batch, args):
     cmd = [sys.executable, "-m", "gpuaccel.peers", "--one", framework, "--threads", str(threads),
            "--batch-sizes", str(batch), "--epochs", str(args.epochs), "--seed", str(args.seed)]
@@ -194,14 +231,7 @@ def _spawn(framework, threads, batch, args):
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
-    for line in proc.stdout.splitlines()[::-1]:
-        if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT "):])
-            break
-    else:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        result = {"device": framework, "epochs": [], "summary": {"epochs": 0},
-                  "error": f"exit {proc.returncode}: {' | '.join(tail)}"}
+    result = _result_of(proc, framework)
     result.update(framework=framework, batch_size=batch, requested_threads=threads, process_wall_s=wall)
     return result
 

@@ -12,6 +12,7 @@ import types
 import numpy as np
 import pytest
 
+import gpuaccel
 from gpuaccel import bench, datasets
 
 # `from gpuaccel import info` would give the function gpuaccel.info(); we want the module.
@@ -133,7 +134,8 @@ def test_no_plots_and_no_sweep(tmp_path, fake_run):
 
 
 def test_peers_missing_are_recorded_not_fatal(tmp_path, fake_run, monkeypatch):
-    monkeypatch.setitem(sys.modules, "gpuaccel.peers", None)  # import fails
+    monkeypatch.setitem(sys.modules, "gpuaccel.peers", None)  # import fails...
+    monkeypatch.delattr(gpuaccel, "peers", raising=False)  # ...even if an earlier test imported it
     rc = bench.main(["--device", "cpu", "--epochs", "2", "--peers", "--no-sweep", "--out", str(tmp_path), "--quiet"])
     assert rc == 0
     report = json.loads((tmp_path / "report.json").read_text())
@@ -145,7 +147,7 @@ def test_peers_missing_are_recorded_not_fatal(tmp_path, fake_run, monkeypatch):
 def test_peers_results_join_the_comparison(tmp_path, fake_run, monkeypatch):
     calls = []
 
-    def run(name, data, epochs, batch_size, seed):
+    def run(name, data, epochs, batch_size, seed, isolate=False):
         calls.append((name, len(data[0]), epochs, batch_size, seed))
         if name == "torch":
             raise RuntimeError("torch exploded")
@@ -153,6 +155,7 @@ def test_peers_results_join_the_comparison(tmp_path, fake_run, monkeypatch):
         return {"device": f"{name}-cpu", "epochs": rows, "summary": bench.summarize(rows), "error": None}
 
     monkeypatch.setitem(sys.modules, "gpuaccel.peers", types.SimpleNamespace(run=run))
+    monkeypatch.delattr(gpuaccel, "peers", raising=False)  # an earlier import must not win
     rc = bench.main(["--device", "cpu", "--epochs", "2", "--peers", "--no-sweep", "--out", str(tmp_path), "--quiet"])
     assert rc == 0 and calls == [("keras", 64, 2, 128, 0), ("torch", 64, 2, 128, 0)]
     report = json.loads((tmp_path / "report.json").read_text())

@@ -302,86 +302,64 @@ static PyObject *net_set_optimizer(GaNet *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *net_get_params(GaNet *self, PyObject *unused)
+/* A host copy of one of the net's flat blocks (parameters or state). */
+static PyObject *block_get(GaNet *self, int64_t count, ga_status (*get)(ga_net *, float *))
 {
-    if (ready(self) < 0)
-        return NULL;
-    npy_intp n = (npy_intp)self->net->nparams;
+    npy_intp n = (npy_intp)count;
     PyObject *out = PyArray_SimpleNew(1, &n, NPY_FLOAT32);
     if (!out)
         return NULL;
     ga_status st;
-    NET_RUN(self, st, ga_net_get_params(self->net, PyArray_DATA((PyArrayObject *)out)));
+    NET_RUN(self, st, get(self->net, PyArray_DATA((PyArrayObject *)out)));
     if (st != GA_OK) {
         Py_DECREF(out);
         return ga_py_raise(NULL, st);
     }
     return out;
+}
+
+/* Overwrite one of the net's flat blocks from a float32 array of `count` values. */
+static PyObject *block_set(GaNet *self, PyObject *arg, int64_t count, const char *what,
+                           ga_status (*set)(ga_net *, const float *))
+{
+    if (!PyArray_Check(arg) || PyArray_TYPE((PyArrayObject *)arg) != NPY_FLOAT32) {
+        PyErr_Format(PyExc_TypeError, "%s must be a float32 numpy array", what);
+        return NULL;
+    }
+    PyArrayObject *p = (PyArrayObject *)PyArray_FROM_OTF(arg, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY);
+    if (!p)
+        return NULL;
+    if (PyArray_SIZE(p) != (npy_intp)count) {
+        Py_DECREF(p);
+        PyErr_Format(PyExc_ValueError, "expected %lld %s values", (long long)count, what);
+        return NULL;
+    }
+    ga_status st;
+    NET_RUN(self, st, set(self->net, PyArray_DATA(p)));
+    Py_DECREF(p);
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *net_get_params(GaNet *self, PyObject *unused)
+{
+    return ready(self) < 0 ? NULL : block_get(self, self->net->nparams, ga_net_get_params);
 }
 
 static PyObject *net_set_params(GaNet *self, PyObject *arg)
 {
-    if (ready(self) < 0)
-        return NULL;
-    if (!PyArray_Check(arg) || PyArray_TYPE((PyArrayObject *)arg) != NPY_FLOAT32) {
-        PyErr_SetString(PyExc_TypeError, "params must be a float32 numpy array");
-        return NULL;
-    }
-    PyArrayObject *p = (PyArrayObject *)PyArray_FROM_OTF(arg, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY);
-    if (!p)
-        return NULL;
-    if (PyArray_SIZE(p) != (npy_intp)self->net->nparams) {
-        Py_DECREF(p);
-        PyErr_Format(PyExc_ValueError, "expected %lld parameters", (long long)self->net->nparams);
-        return NULL;
-    }
-    ga_status st;
-    NET_RUN(self, st, ga_net_set_params(self->net, PyArray_DATA(p)));
-    Py_DECREF(p);
-    if (st != GA_OK)
-        return ga_py_raise(NULL, st);
-    Py_RETURN_NONE;
+    return ready(self) < 0 ? NULL : block_set(self, arg, self->net->nparams, "params", ga_net_set_params);
 }
 
 static PyObject *net_get_state(GaNet *self, PyObject *unused)
 {
-    if (ready(self) < 0)
-        return NULL;
-    npy_intp n = (npy_intp)self->net->nstate;
-    PyObject *out = PyArray_SimpleNew(1, &n, NPY_FLOAT32);
-    if (!out)
-        return NULL;
-    ga_status st;
-    NET_RUN(self, st, ga_net_get_state(self->net, PyArray_DATA((PyArrayObject *)out)));
-    if (st != GA_OK) {
-        Py_DECREF(out);
-        return ga_py_raise(NULL, st);
-    }
-    return out;
+    return ready(self) < 0 ? NULL : block_get(self, self->net->nstate, ga_net_get_state);
 }
 
 static PyObject *net_set_state(GaNet *self, PyObject *arg)
 {
-    if (ready(self) < 0)
-        return NULL;
-    if (!PyArray_Check(arg) || PyArray_TYPE((PyArrayObject *)arg) != NPY_FLOAT32) {
-        PyErr_SetString(PyExc_TypeError, "state must be a float32 numpy array");
-        return NULL;
-    }
-    PyArrayObject *p = (PyArrayObject *)PyArray_FROM_OTF(arg, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY);
-    if (!p)
-        return NULL;
-    if (PyArray_SIZE(p) != (npy_intp)self->net->nstate) {
-        Py_DECREF(p);
-        PyErr_Format(PyExc_ValueError, "expected %lld state values", (long long)self->net->nstate);
-        return NULL;
-    }
-    ga_status st;
-    NET_RUN(self, st, ga_net_set_state(self->net, PyArray_DATA(p)));
-    Py_DECREF(p);
-    if (st != GA_OK)
-        return ga_py_raise(NULL, st);
-    Py_RETURN_NONE;
+    return ready(self) < 0 ? NULL : block_set(self, arg, self->net->nstate, "state", ga_net_set_state);
 }
 
 /* set_trainable(flags): one truthy value per layer of the table */
