@@ -182,7 +182,7 @@ def check_real(r, name, epochs, n):
 @pytest.mark.skipif(not HAVE["torch"], reason="torch is not installed (make peers)")
 def test_torch_trains_the_reference_cnn():
     data = tiny_data(192, 64)
-    r = peers.run("torch", data, epochs=2, batch_size=64, seed=0)
+    r = peers.run("torch", data, epochs=2, batch_size=64, seed=0, isolate=True)
     check_real(r, "torch", 2, 192)
     assert r["versions"]["torch"]
     # The model is the reference CNN: same parameter count as gpuaccel's.
@@ -197,7 +197,7 @@ def test_torch_trains_the_reference_cnn():
 @pytest.mark.skipif(not HAVE["keras"], reason="tensorflow is not installed (make peers)")
 def test_keras_trains_the_reference_cnn():
     data = tiny_data(192, 64)
-    r = peers.run("keras", data, epochs=2, batch_size=64, seed=0)
+    r = peers.run("keras", data, epochs=2, batch_size=64, seed=0, isolate=True)
     check_real(r, "keras", 2, 192)
     assert r["versions"]["tensorflow"] and r["versions"]["keras"]
     model = peers.load("keras").build_model(0)
