@@ -2,6 +2,15 @@
 C/OpenMP and CUDA kernels, and measure the difference honestly."""
 __version__ = "0.1.0"
 
+import os as _os
+
+# GNU OpenMP spins 300,000 rounds at each barrier before sleeping. On a machine
+# shared with other work (a notebook server, a second job) the spinning threads
+# steal the cores the late ones need; 10,000 rounds keep the quiet-machine speed
+# and halve the slowdown under load (measured: benchmarks/RESULTS.md). Must be set
+# before libgomp loads with _C; a value the user set wins.
+_os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
 from . import _C
 from ._C import Tensor
 from . import applications, callbacks, cuda, datasets, layers, models, ops, optimizers
