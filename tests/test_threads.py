@@ -197,6 +197,13 @@ def test_gil_is_released_during_kernels():
         sys.setswitchinterval(old)
 
 
+def thread_atol(name, ref):
+    """Conv weight gradients are batch sums split into per-thread partial sums
+    (as oneDNN and PyTorch do), so their rounding depends on the thread count:
+    they are compared on the scale of their largest entry."""
+    return 1e-5 * float(np.abs(ref).max()) if name == "conv2d_backward" else 1e-6
+
+
 def test_changing_thread_count_between_calls_is_safe():
     old = ga.get_num_threads()
     suite = op_suite(7)
@@ -208,7 +215,8 @@ def test_changing_thread_count_between_calls_is_safe():
             assert ga.get_num_threads() == n
             for (name, fn), b in zip(suite, base):
                 for u, v in zip(flatten(fn()), flatten(b)):
-                    assert_close(u.astype(np.float32), v, rtol=1e-5, atol=1e-6, what=f"{name} at {n} threads")
+                    assert_close(u.astype(np.float32), v, rtol=1e-5, atol=thread_atol(name, v),
+                                 what=f"{name} at {n} threads")
         for bad in (0, -1):
             with pytest.raises((ValueError, RuntimeError)):
                 ga.set_num_threads(bad)
@@ -234,7 +242,7 @@ def test_changing_thread_count_while_other_threads_compute():
             for _ in range(4):
                 for (name, fn), b in zip(suite, base):
                     for u, v in zip(flatten(fn()), flatten(b)):
-                        assert_close(u.astype(np.float32), v, rtol=1e-5, atol=1e-6, what=name)
+                        assert_close(u.astype(np.float32), v, rtol=1e-5, atol=thread_atol(name, v), what=name)
         finally:
             stop.set()
 

@@ -12,4 +12,9 @@
 ga_status ga_host_alloc(void **p, size_t bytes);
 void ga_host_free(void *p);
 
+/* A block of at least `floats` floats owned by the calling thread and reused by
+ * its later calls with the same slot (contents not kept across growth). */
+enum { GA_SCRATCH_GEMM = 0, GA_SCRATCH_CONV = 1, GA_SCRATCH_SLOTS = 2 };
+ga_status ga_thread_scratch(int slot, size_t floats, float **out);
+
 #endif

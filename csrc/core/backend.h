@@ -19,7 +19,7 @@
 
 #include "status.h"
 
-#define GA_BACKEND_ABI 2
+#define GA_BACKEND_ABI 3
 
 /* Kernel variants, selectable for tests and benchmarks. */
 enum {
@@ -108,7 +108,7 @@ typedef struct ga_backend {
     ga_status (*conv2d_forward)(float *y, float *col, float *ws, const float *x, const float *w,
                                 const float *b, int relu, const ga_conv_shape *s, int variant);
     ga_status (*conv2d_backward)(float *dx, float *dw, float *db, float *ws, const float *x,
-                                 const float *col, const float *w, const float *dy,
+                                 float *col, const float *w, const float *dy,
                                  const ga_conv_shape *s, int variant);
 
     /* --- max pooling: arg (n, c, p, q) holds the flat h*w index of each max --- */
@@ -165,6 +165,20 @@ typedef struct ga_backend {
     ga_status (*global_avgpool_backward)(float *dx, const float *dy, int64_t nc, int64_t hw);
     /* y (n) = a + b elementwise; y may alias either (residual sums, gradient merges). */
     ga_status (*add)(float *y, const float *a, const float *b, int64_t n);
+
+    /* --- optional fusions (NULL: the network runs the layers one by one) ---
+     * conv2d (+ bias, relu) followed by max pool ps (ps input = conv output):
+     * forward writes only the pool's y and arg, exactly as the two layers
+     * would (the conv output is never stored); backward takes dy, y, arg of
+     * the pool and gives dx, dw, db of the conv (the ReLU mask is y > 0).
+     * col, ws: as conv2d_forward / conv2d_backward (fast variant). */
+    ga_status (*conv2d_pool_forward)(float *y, int32_t *arg, float *col, float *ws, const float *x,
+                                     const float *w, const float *b, int relu, const ga_conv_shape *cs,
+                                     const ga_pool_shape *ps);
+    ga_status (*conv2d_pool_backward)(float *dx, float *dw, float *db, float *ws, const float *x,
+                                      float *col, const float *w, const float *dy, const float *y,
+                                      const int32_t *arg, int relu, const ga_conv_shape *cs,
+                                      const ga_pool_shape *ps);
 } ga_backend;
 
 /* The CPU table (csrc/cpu/backend_cpu.c). */

@@ -63,4 +63,6 @@ const ga_backend ga_cpu_backend = {
     .global_avgpool_forward = ga_global_avgpool_forward_cpu,
     .global_avgpool_backward = ga_global_avgpool_backward_cpu,
     .add = ga_add_cpu,
+    .conv2d_pool_forward = ga_conv2d_pool_forward_cpu,
+    .conv2d_pool_backward = ga_conv2d_pool_backward_cpu,
 };

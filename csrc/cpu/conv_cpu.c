@@ -1,14 +1,30 @@
 /* 2-D convolution on the CPU (zero padding). Shapes in core/backend.h:
  * x (n, c, h, w), w (k, c, r, s), y (n, k, p, q), col (c r s, n p q).
  *
- * The fast variant lowers the whole batch to one large GEMM (im2col), so the
- * packed GEMM sees big panels instead of one small product per image; the GEMM
- * result (k, n p q) is then transposed to NCHW with the bias and ReLU applied
- * on the way. The reference variant is the direct seven-loop definition. */
+ * The fast variant splits the batch into chunks of a few images and gives
+ * each thread whole chunks: im2col of the chunk, one GEMM (thousands of
+ * columns, so full micro-kernel panels), then an epilogue that adds the bias,
+ * applies ReLU and writes NCHW, or max-pools straight away when a pool follows
+ * (conv2d_pool_*: the conv output is never stored). A chunk's col and GEMM
+ * result fit in one core's L2 cache; lowering the whole batch at once, as the
+ * first version did, streamed a 29 MB col (the reference CNN's second conv at
+ * batch 128) through memory four times a step and spent a third of the step
+ * at barriers between the small parallel passes. The backward recomputes the
+ * chunk's im2col from x (cache-hot) instead of keeping the forward's, so `col`
+ * is scratch on this device; weight gradients go to per-thread partial sums
+ * that thread 0 adds up in a fixed order (the result does not depend on
+ * timing). The reference variant is the direct seven-loop definition. */
 #include "cpu/kernels_cpu.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "core/alloc.h"
 #include "cpu/omp_util.h"
 
 static ga_status check_conv(const ga_conv_shape *s)
@@ -22,62 +38,100 @@ static ga_status check_conv(const ga_conv_shape *s)
     return GA_OK;
 }
 
-/* col (c r s, n p q) = patches of x. One (c, r, s) row and image per task:
- * each output row q is a (strided) copy of an input row, zero outside. */
-ga_status ga_im2col_cpu(float *col, const float *x, const ga_conv_shape *s)
+
+/* Output columns j whose input column j*stride - pad + ks lies inside [0, w):
+ * [*lo, *hi). Outside that range the patch entry is padding. */
+static void valid_cols(const ga_conv_shape *s, int64_t ks, int64_t *lo, int64_t *hi)
 {
-    GA_TRY(check_conv(s));
-    const int64_t rows = s->c * s->r * s->s, pq = s->p * s->q, npq = s->n * pq;
-    if (npq > 0 && (!col || !x))
-        return ga_fail(GA_ERR_VALUE, "im2col: NULL argument");
-    GA_PARALLEL_FOR(rows * npq)
-    for (int64_t t = 0; t < rows * s->n; t++) {
-        const int64_t row = t / s->n, img = t % s->n;
+    const int64_t first = s->pad - ks, end = s->w + s->pad - ks; /* j*stride in [first, end) */
+    *lo = first <= 0 ? 0 : (first + s->stride - 1) / s->stride;
+    *hi = end <= 0 ? 0 : (end + s->stride - 1) / s->stride;
+    if (*hi > s->q)
+        *hi = s->q;
+    if (*lo > *hi)
+        *lo = *hi;
+}
+
+/* col (c r s, .) with row stride ldc: patches of images [img0, img0 + nb) of x
+ * from column 0 on. Each output row is a (strided) copy of an input row between
+ * two runs of zeros, so the copy loop has no branch and vectorises. Serial. */
+GA_SIMD_CLONES
+static void im2col_images(float *col, int64_t ldc, const float *x, const ga_conv_shape *s, int64_t img0,
+                          int64_t nb)
+{
+    const int64_t pq = s->p * s->q;
+    for (int64_t row = 0; row < s->c * s->r * s->s; row++) {
         const int64_t c = row / (s->r * s->s), kr = (row / s->s) % s->r, ks = row % s->s;
-        const float *xc = x + (img * s->c + c) * s->h * s->w;
-        float *dst = col + row * npq + img * pq;
-        for (int64_t i = 0; i < s->p; i++) {
-            const int64_t hi = i * s->stride - s->pad + kr;
-            float *d = dst + i * s->q;
-            if (hi < 0 || hi >= s->h) {
-                memset(d, 0, (size_t)s->q * sizeof(float));
-                continue;
-            }
-            const float *xr = xc + hi * s->w;
-            for (int64_t j = 0; j < s->q; j++) {
-                const int64_t wi = j * s->stride - s->pad + ks;
-                d[j] = (wi >= 0 && wi < s->w) ? xr[wi] : 0.0f;
+        int64_t lo, hi;
+        valid_cols(s, ks, &lo, &hi);
+        const int64_t off = ks - s->pad;
+        for (int64_t img = 0; img < nb; img++) {
+            const float *xc = x + ((img0 + img) * s->c + c) * s->h * s->w;
+            float *dst = col + row * ldc + img * pq;
+            for (int64_t i = 0; i < s->p; i++) {
+                const int64_t h = i * s->stride - s->pad + kr;
+                float *d = dst + i * s->q;
+                if (h < 0 || h >= s->h) {
+                    memset(d, 0, (size_t)s->q * sizeof(float));
+                    continue;
+                }
+                const float *xr = xc + h * s->w;
+                for (int64_t j = 0; j < lo; j++)
+                    d[j] = 0.0f;
+                if (s->stride == 1)
+                    for (int64_t j = lo; j < hi; j++)
+                        d[j] = xr[j + off];
+                else
+                    for (int64_t j = lo; j < hi; j++)
+                        d[j] = xr[j * s->stride + off];
+                for (int64_t j = hi; j < s->q; j++)
+                    d[j] = 0.0f;
             }
         }
     }
+}
+
+/* col (c r s, n p q) = patches of x (the backend entry: the whole batch). */
+ga_status ga_im2col_cpu(float *col, const float *x, const ga_conv_shape *s)
+{
+    GA_TRY(check_conv(s));
+    const int64_t pq = s->p * s->q, npq = s->n * pq;
+    if (npq > 0 && (!col || !x))
+        return ga_fail(GA_ERR_VALUE, "im2col: NULL argument");
+    GA_PARALLEL_FOR(s->c * s->r * s->s * npq)
+    for (int64_t img = 0; img < s->n; img++)
+        im2col_images(col + img * pq, npq, x, s, img, 1);
     return GA_OK;
 }
 
-/* dx (n, c, h, w) = col2im(dcol): every input pixel gathers the patch entries
- * it was copied to. Parallel over (n, c) planes, so no two threads write the
- * same element. */
-static void col2im(float *dx, const float *dcol, const ga_conv_shape *s)
+/* dx of images [img0, img0 + nb) = col2im(dcol (c r s, nb p q)): every input
+ * pixel gathers the patch entries it was copied to. Serial. */
+GA_SIMD_CLONES
+static void col2im_images(float *dx, const float *dcol, const ga_conv_shape *s, int64_t img0, int64_t nb)
 {
-    const int64_t pq = s->p * s->q, npq = s->n * pq, hw = s->h * s->w;
-    GA_PARALLEL_FOR(s->n * s->c * hw * s->r * s->s)
-    for (int64_t t = 0; t < s->n * s->c; t++) {
+    const int64_t pq = s->p * s->q, cpq = nb * pq, hw = s->h * s->w;
+    for (int64_t t = 0; t < nb * s->c; t++) {
         const int64_t img = t / s->c, c = t % s->c;
-        float *dxp = dx + t * hw;
+        float *dxp = dx + (img0 * s->c + t) * hw;
         memset(dxp, 0, (size_t)hw * sizeof(float));
         for (int64_t kr = 0; kr < s->r; kr++)
             for (int64_t ks = 0; ks < s->s; ks++) {
-                const float *src = dcol + ((c * s->r + kr) * s->s + ks) * npq + img * pq;
+                const float *src = dcol + ((c * s->r + kr) * s->s + ks) * cpq + img * pq;
+                int64_t lo, hi;
+                valid_cols(s, ks, &lo, &hi);
+                const int64_t off = ks - s->pad;
                 for (int64_t i = 0; i < s->p; i++) {
-                    const int64_t hi = i * s->stride - s->pad + kr;
-                    if (hi < 0 || hi >= s->h)
+                    const int64_t h = i * s->stride - s->pad + kr;
+                    if (h < 0 || h >= s->h)
                         continue;
-                    float *dr = dxp + hi * s->w;
+                    float *dr = dxp + h * s->w;
                     const float *sr = src + i * s->q;
-                    for (int64_t j = 0; j < s->q; j++) {
-                        const int64_t wi = j * s->stride - s->pad + ks;
-                        if (wi >= 0 && wi < s->w)
-                            dr[wi] += sr[j];
-                    }
+                    if (s->stride == 1)
+                        for (int64_t j = lo; j < hi; j++)
+                            dr[j + off] += sr[j];
+                    else
+                        for (int64_t j = lo; j < hi; j++)
+                            dr[j * s->stride + off] += sr[j];
                 }
             }
     }
@@ -146,7 +200,305 @@ static ga_status conv_backward_ref(float *dx, float *dw, float *db, const float 
     return GA_OK;
 }
 
-/* ---- fast: im2col + one GEMM over the batch ---- */
+/* ---- fast: chunks of images, one thread per chunk ---- */
+
+/* How one fast call splits the batch: nt threads take chunks of `chunk`
+ * images round-robin, each with its own slice of col and ws (so nt * chunk
+ * <= n: the slices fit in the buffers sized for the whole batch). */
+typedef struct {
+    int nt;
+    int64_t chunk, nchunks;
+} chunk_plan;
+
+#define MAX_CHUNK_THREADS 256
+
+/* The default chunk keeps a thread's working set (`floats_per_image` per image)
+ * near 1 MiB, one core's L2 on the 2-core EPYC where it measured best;
+ * GPUACCEL_CONV_CHUNK=<images> overrides it (tests, tuning). */
+static chunk_plan plan_chunks(const ga_conv_shape *s, int64_t floats_per_image)
+{
+    chunk_plan pl;
+    int64_t nt = ga_get_num_threads();
+    nt = nt < 1 ? 1 : nt > MAX_CHUNK_THREADS ? MAX_CHUNK_THREADS : nt;
+    nt = nt < s->n ? nt : s->n;
+    int64_t chunk = 0;
+    const char *env = getenv("GPUACCEL_CONV_CHUNK");
+    if (env && *env)
+        chunk = strtoll(env, NULL, 10);
+    if (chunk <= 0)
+        chunk = (256 * 1024) / (floats_per_image > 0 ? floats_per_image : 1);
+    if (chunk > s->n / nt)
+        chunk = s->n / nt;
+    if (chunk < 1)
+        chunk = 1;
+    pl.chunk = chunk;
+    pl.nchunks = (s->n + chunk - 1) / chunk;
+    pl.nt = (int)(nt < pl.nchunks ? nt : pl.nchunks);
+    return pl;
+}
+
+static int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static int team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* A worker's failure, carried out of the parallel region (the message is
+ * thread-local). */
+typedef struct {
+    ga_status st;
+    char msg[512];
+} region_error;
+
+static void keep_error(region_error *e, ga_status st)
+{
+    if (st == GA_OK)
+        return;
+#ifdef _OPENMP
+#pragma omp critical(ga_conv_error)
+#endif
+    if (e->st == GA_OK) {
+        e->st = st;
+        snprintf(e->msg, sizeof e->msg, "%s", ga_last_error());
+    }
+}
+
+static inline float bias_relu(float v, float bias, int relu)
+{
+    v += bias;
+    return relu ? (v > 0.0f ? v : 0.0f) : v; /* as relu_forward: NaN -> 0 */
+}
+
+/* ws (k, nb p q) -> y images [img0, img0 + nb) (n, k, p q), + bias, ReLU. */
+GA_SIMD_CLONES
+static void store_output(float *y, const float *ws, const float *b, int relu, const ga_conv_shape *s,
+                         int64_t img0, int64_t nb)
+{
+    const int64_t pq = s->p * s->q, cpq = nb * pq;
+    for (int64_t t = 0; t < nb * s->k; t++) {
+        const int64_t img = t / s->k, k = t % s->k;
+        const float *src = ws + k * cpq + img * pq;
+        float *dst = y + ((img0 + img) * s->k + k) * pq;
+        const float bias = b ? b[k] : 0.0f;
+        for (int64_t i = 0; i < pq; i++)
+            dst[i] = bias_relu(src[i], bias, relu);
+    }
+}
+
+/* One output row of a 2x2, stride-2 max pool over bias + ReLU of the input
+ * rows r0 and r0 + q: branch-free selects, so it vectorises (the generic loop
+ * in store_pooled does not). Ties keep the first maximum in window order;
+ * arg is relative to the plane (base = offset of r0). */
+GA_SIMD_CLONES
+static void pool2x2_row(float *restrict y, int32_t *restrict arg, const float *restrict r0, int64_t q,
+                        int64_t qq, int32_t base, float bias, int relu)
+{
+    const float *restrict r1 = r0 + q;
+    const int32_t w = (int32_t)q;
+    for (int32_t j = 0; j < (int32_t)qq; j++) {
+        float v0 = r0[2 * j] + bias, v1 = r0[2 * j + 1] + bias, v2 = r1[2 * j] + bias, v3 = r1[2 * j + 1] + bias;
+        if (relu) { /* as relu_forward: v > 0 ? v : 0 (NaN -> 0) */
+            v0 = v0 > 0.0f ? v0 : 0.0f;
+            v1 = v1 > 0.0f ? v1 : 0.0f;
+            v2 = v2 > 0.0f ? v2 : 0.0f;
+            v3 = v3 > 0.0f ? v3 : 0.0f;
+        }
+        float m = v0;
+        int32_t at = base + 2 * j;
+        at = v1 > m ? base + 2 * j + 1 : at;
+        m = v1 > m ? v1 : m;
+        at = v2 > m ? base + w + 2 * j : at;
+        m = v2 > m ? v2 : m;
+        at = v3 > m ? base + w + 2 * j + 1 : at;
+        m = v3 > m ? v3 : m;
+        y[j] = m;
+        arg[j] = at;
+    }
+}
+
+/* ws (k, nb p q) -> + bias, ReLU -> max pool -> y, arg of images [img0, img0 + nb).
+ * Same first-maximum rule as the max-pool kernel, so the pair gives the same
+ * y and arg as the two layers. */
+static void store_pooled(float *y, int32_t *arg, const float *ws, const float *b, int relu,
+                         const ga_conv_shape *s, const ga_pool_shape *ps, int64_t img0, int64_t nb)
+{
+    const int64_t pq = s->p * s->q, cpq = nb * pq, ppq = ps->p * ps->q;
+    for (int64_t t = 0; t < nb * s->k; t++) {
+        const int64_t img = t / s->k, k = t % s->k;
+        const float *src = ws + k * cpq + img * pq;
+        const int64_t plane = (img0 + img) * s->k + k;
+        float *yp = y + plane * ppq;
+        int32_t *ap = arg + plane * ppq;
+        const float bias = b ? b[k] : 0.0f;
+        if (ps->size == 2 && ps->stride == 2) {
+            for (int64_t i = 0; i < ps->p; i++)
+                pool2x2_row(yp + i * ps->q, ap + i * ps->q, src + 2 * i * s->q, s->q, ps->q,
+                            (int32_t)(2 * i * s->q), bias, relu);
+            continue;
+        }
+        for (int64_t i = 0; i < ps->p; i++)
+            for (int64_t j = 0; j < ps->q; j++) {
+                int64_t best = i * ps->stride * s->q + j * ps->stride;
+                float m = bias_relu(src[best], bias, relu);
+                for (int64_t r = 0; r < ps->size; r++)
+                    for (int64_t c = 0; c < ps->size; c++) {
+                        const int64_t idx = (i * ps->stride + r) * s->q + j * ps->stride + c;
+                        const float v = bias_relu(src[idx], bias, relu);
+                        if (v > m) { /* strict: the first maximum wins ties */
+                            m = v;
+                            best = idx;
+                        }
+                    }
+                yp[i * ps->q + j] = m;
+                ap[i * ps->q + j] = (int32_t)best;
+            }
+    }
+}
+
+/* Forward; with `ps` the pool that follows is fused in. */
+static ga_status forward_fast(float *y, int32_t *arg, const ga_pool_shape *ps, float *col, float *ws,
+                              const float *x, const float *w, const float *b, int relu,
+                              const ga_conv_shape *s)
+{
+    const int64_t crs = s->c * s->r * s->s, pq = s->p * s->q;
+    const chunk_plan pl = plan_chunks(s, (crs + s->k) * pq);
+    region_error err = {GA_OK, ""};
+#ifdef _OPENMP
+#pragma omp parallel num_threads(pl.nt) if (pl.nt > 1)
+#endif
+    {
+        const int tid = thread_id(), nthr = team_size();
+        float *my_col = col + tid * pl.chunk * pq * crs, *my_out = ws + tid * pl.chunk * pq * s->k;
+        ga_status st = GA_OK;
+        for (int64_t ci = tid; ci < pl.nchunks && st == GA_OK; ci += nthr) {
+            const int64_t img0 = ci * pl.chunk, nb = s->n - img0 < pl.chunk ? s->n - img0 : pl.chunk;
+            const int64_t cpq = nb * pq;
+            im2col_images(my_col, cpq, x, s, img0, nb);
+            st = ga_gemm_cpu_threads(my_out, w, my_col, 0, 0, s->k, cpq, crs, crs, cpq, cpq, 1.0f, 0.0f,
+                                     GA_VARIANT_FAST, 1);
+            if (st != GA_OK)
+                break;
+            if (ps)
+                store_pooled(y, arg, my_out, b, relu, s, ps, img0, nb);
+            else
+                store_output(y, my_out, b, relu, s, img0, nb);
+        }
+        keep_error(&err, st);
+    }
+    return err.st == GA_OK ? GA_OK : ga_fail(err.st, "%s", err.msg);
+}
+
+/* dyt (k, nb p q) = the conv output gradient of images [img0, img0 + nb), and
+ * db (k) = (first ? 0 : db) + its sums (db may be NULL). Without `ps`, dy
+ * (n, k, p q) is that gradient (transposed here); with `ps`, dy (n, k, pp, pq)
+ * is the gradient of the fused pool's output, scattered through arg and masked
+ * where ReLU was off (pooled y == 0). */
+static void gather_dy(float *dyt, float *db, int first, const float *dy, const float *ypool,
+                      const int32_t *arg, int relu, const ga_conv_shape *s, const ga_pool_shape *ps,
+                      int64_t img0, int64_t nb)
+{
+    const int64_t pq = s->p * s->q, cpq = nb * pq;
+    for (int64_t k = 0; k < s->k; k++) {
+        float sum = 0.0f;
+        for (int64_t img = 0; img < nb; img++) {
+            float *dst = dyt + k * cpq + img * pq;
+            const int64_t plane = (img0 + img) * s->k + k;
+            if (!ps) {
+                const float *src = dy + plane * pq;
+                for (int64_t i = 0; i < pq; i++) {
+                    dst[i] = src[i];
+                    sum += src[i];
+                }
+                continue;
+            }
+            const int64_t ppq = ps->p * ps->q;
+            const float *src = dy + plane * ppq, *yp = ypool + plane * ppq;
+            const int32_t *ap = arg + plane * ppq;
+            memset(dst, 0, (size_t)pq * sizeof(float));
+            for (int64_t i = 0; i < ppq; i++)
+                if (!relu || yp[i] > 0.0f)
+                    dst[ap[i]] += src[i];
+            for (int64_t i = 0; i < pq; i++) /* summed as the unfused path does: the same db */
+                sum += dst[i];
+        }
+        if (db)
+            db[k] = first ? sum : db[k] + sum;
+    }
+}
+
+/* Backward: dx image range by image range; dw and db as per-thread partial
+ * sums (thread 0 straight into dw, db), added up in thread order at the end. */
+static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float *col, const float *x,
+                               const float *w, const float *dy, const float *ypool, const int32_t *arg,
+                               int relu, const ga_conv_shape *s, const ga_pool_shape *ps)
+{
+    const int64_t crs = s->c * s->r * s->s, pq = s->p * s->q, nw = s->k * crs;
+    const int64_t per_image = ((dw ? crs : 0) + (dx ? crs : 0) + s->k) * pq;
+    const chunk_plan pl = plan_chunks(s, per_image);
+    float *partial[MAX_CHUNK_THREADS];
+    region_error err = {GA_OK, ""};
+#ifdef _OPENMP
+#pragma omp parallel num_threads(pl.nt) if (pl.nt > 1)
+#endif
+    {
+        const int tid = thread_id(), nthr = team_size();
+        float *my_dyt = ws + tid * pl.chunk * pq * (s->k + crs), *my_dcol = my_dyt + pl.chunk * pq * s->k;
+        float *my_col = col + tid * pl.chunk * pq * crs;
+        float *my_dw = dw, *my_db = db;
+        ga_status st = GA_OK;
+        if (dw && tid > 0) {
+            st = ga_thread_scratch(GA_SCRATCH_CONV, (size_t)(nw + s->k), &my_dw);
+            my_db = my_dw + nw;
+        }
+        partial[tid] = my_dw;
+        for (int64_t ci = tid; ci < pl.nchunks && st == GA_OK; ci += nthr) {
+            const int64_t img0 = ci * pl.chunk, nb = s->n - img0 < pl.chunk ? s->n - img0 : pl.chunk;
+            const int64_t cpq = nb * pq, first = ci == tid;
+            gather_dy(my_dyt, dw ? my_db : NULL, (int)first, dy, ypool, arg, relu, s, ps, img0, nb);
+            if (dw) {
+                im2col_images(my_col, cpq, x, s, img0, nb);
+                st = ga_gemm_cpu_threads(my_dw, my_dyt, my_col, 0, 1, s->k, crs, cpq, cpq, cpq, crs, 1.0f,
+                                         first ? 0.0f : 1.0f, GA_VARIANT_FAST, 1);
+                if (st != GA_OK)
+                    break;
+            }
+            if (dx) {
+                st = ga_gemm_cpu_threads(my_dcol, w, my_dyt, 1, 0, crs, cpq, s->k, crs, cpq, cpq, 1.0f, 0.0f,
+                                         GA_VARIANT_FAST, 1);
+                if (st != GA_OK)
+                    break;
+                col2im_images(dx, my_dcol, s, img0, nb);
+            }
+        }
+        keep_error(&err, st);
+        if (dw) {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            if (tid == 0 && err.st == GA_OK)
+                for (int t = 1; t < nthr; t++) /* fixed order: the same sums every run */
+                    for (int64_t i = 0; i < nw + s->k; i++) {
+                        if (i < nw)
+                            dw[i] += partial[t][i];
+                        else if (db)
+                            db[i - nw] += partial[t][i];
+                    }
+        }
+    }
+    return err.st == GA_OK ? GA_OK : ga_fail(err.st, "%s", err.msg);
+}
 
 ga_status ga_conv2d_forward_cpu(float *y, float *col, float *ws, const float *x, const float *w,
                                 const float *b, int relu, const ga_conv_shape *s, int variant)
@@ -162,35 +514,14 @@ ga_status ga_conv2d_forward_cpu(float *y, float *col, float *ws, const float *x,
         return ga_fail(GA_ERR_VALUE, "conv2d: kernel variant %d is not available on the CPU", variant);
     if (!col || !ws)
         return ga_fail(GA_ERR_VALUE, "conv2d: NULL workspace");
-    const int64_t crs = s->c * s->r * s->s, pq = s->p * s->q, npq = s->n * pq;
-    GA_TRY(ga_im2col_cpu(col, x, s));
-    GA_TRY(ga_gemm_cpu(ws, w, col, 0, 0, s->k, npq, crs, crs, npq, npq, 1.0f, 0.0f,
-                       GA_VARIANT_FAST));
-    /* (k, n, pq) -> (n, k, pq), + bias, ReLU */
-    GA_PARALLEL_FOR(s->k * npq)
-    for (int64_t t = 0; t < s->n * s->k; t++) {
-        const int64_t img = t / s->k, k = t % s->k;
-        const float *src = ws + k * npq + img * pq;
-        float *dst = y + t * pq;
-        const float bias = b ? b[k] : 0.0f;
-        if (relu)
-            for (int64_t i = 0; i < pq; i++) {
-                float v = src[i] + bias;
-                dst[i] = v > 0.0f ? v : 0.0f;
-            }
-        else
-            for (int64_t i = 0; i < pq; i++)
-                dst[i] = src[i] + bias;
-    }
-    return GA_OK;
+    return forward_fast(y, NULL, NULL, col, ws, x, w, b, relu, s);
 }
 
-ga_status ga_conv2d_backward_cpu(float *dx, float *dw, float *db, float *ws, const float *x,
-                                 const float *col, const float *w, const float *dy,
-                                 const ga_conv_shape *s, int variant)
+ga_status ga_conv2d_backward_cpu(float *dx, float *dw, float *db, float *ws, const float *x, float *col,
+                                 const float *w, const float *dy, const ga_conv_shape *s, int variant)
 {
     GA_TRY(check_conv(s));
-    const int64_t crs = s->c * s->r * s->s, pq = s->p * s->q, npq = s->n * pq;
+    const int64_t npq = s->n * s->p * s->q;
     if (!w || (npq > 0 && !dy))
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL argument");
     if (!dw)
@@ -202,31 +533,51 @@ ga_status ga_conv2d_backward_cpu(float *dx, float *dw, float *db, float *ws, con
     }
     if (variant != GA_VARIANT_FAST)
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: kernel variant %d is not available on the CPU", variant);
-    if (npq > 0 && (!ws || (dw && !col)))
-        return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL workspace or col");
-    float *dyt = ws, *dcol = ws + s->k * npq;
-    /* dy (n, k, pq) -> dyt (k, n, pq) */
-    GA_PARALLEL_FOR(s->k * npq)
-    for (int64_t t = 0; t < s->n * s->k; t++) {
-        const int64_t img = t / s->k, k = t % s->k;
-        memcpy(dyt + k * npq + img * pq, dy + t * pq, (size_t)pq * sizeof(float));
-    }
-    if (dw)
-        GA_TRY(ga_gemm_cpu(dw, dyt, col, 0, 1, s->k, crs, npq, npq, npq, crs, 1.0f, 0.0f,
-                           GA_VARIANT_FAST));
-    if (db) {
-        GA_PARALLEL_FOR(s->k * npq)
-        for (int64_t k = 0; k < s->k; k++) {
-            float acc = 0.0f;
-            for (int64_t i = 0; i < npq; i++)
-                acc += dyt[k * npq + i];
-            db[k] = acc;
-        }
-    }
-    if (dx) {
-        GA_TRY(ga_gemm_cpu(dcol, w, dyt, 1, 0, crs, npq, s->k, crs, npq, npq, 1.0f, 0.0f,
-                           GA_VARIANT_FAST));
-        col2im(dx, dcol, s);
-    }
+    if (npq == 0)
+        return conv_backward_ref(dx, dw, db, x, w, dy, s); /* empty batch: zero gradients */
+    if (!ws || (dw && (!col || !x)))
+        return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL x, workspace or col");
+    return backward_fast(dx, dw, db, ws, col, x, w, dy, NULL, NULL, 0, s, NULL);
+}
+
+/* ---- conv + max pool, fused (the pair the reference CNN is made of) ---- */
+
+static ga_status check_pair(const ga_conv_shape *cs, const ga_pool_shape *ps)
+{
+    GA_TRY(check_conv(cs));
+    GA_TRY(ga_check_pool_shape(ps));
+    if (ps->n != cs->n || ps->c != cs->k || ps->h != cs->p || ps->w != cs->q)
+        return ga_fail(GA_ERR_VALUE, "conv2d_pool: the pool's input is not the conv's output");
     return GA_OK;
+}
+
+ga_status ga_conv2d_pool_forward_cpu(float *y, int32_t *arg, float *col, float *ws, const float *x,
+                                     const float *w, const float *b, int relu, const ga_conv_shape *cs,
+                                     const ga_pool_shape *ps)
+{
+    GA_TRY(check_pair(cs, ps));
+    if (cs->n == 0)
+        return GA_OK;
+    if (!y || !arg || !x || !w || !col || !ws)
+        return ga_fail(GA_ERR_VALUE, "conv2d_pool: NULL argument");
+    return forward_fast(y, arg, ps, col, ws, x, w, b, relu, cs);
+}
+
+ga_status ga_conv2d_pool_backward_cpu(float *dx, float *dw, float *db, float *ws, const float *x, float *col,
+                                      const float *w, const float *dy, const float *y, const int32_t *arg,
+                                      int relu, const ga_conv_shape *cs, const ga_pool_shape *ps)
+{
+    GA_TRY(check_pair(cs, ps));
+    if (!dw)
+        db = NULL;
+    if (cs->n == 0) {
+        if (dw)
+            memset(dw, 0, (size_t)(cs->k * cs->c * cs->r * cs->s) * sizeof(float));
+        if (db)
+            memset(db, 0, (size_t)cs->k * sizeof(float));
+        return GA_OK;
+    }
+    if (!w || !dy || !y || !arg || !ws || (dw && (!col || !x)))
+        return ga_fail(GA_ERR_VALUE, "conv2d_pool_backward: NULL argument");
+    return backward_fast(dx, dw, db, ws, col, x, w, dy, y, arg, relu, cs, ps);
 }

@@ -190,36 +190,6 @@ static int kernel_slot(const ga_gemm_ukernel *u)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Packing buffers: one cached block per calling thread                      */
-/* ------------------------------------------------------------------------ */
-
-/* The buffer is reused by later calls from the same thread, so steady state
- * allocates nothing; a pthread key frees it when that thread exits. */
-static _Thread_local float *tl_buf;
-static _Thread_local size_t tl_cap; /* floats */
-static pthread_key_t g_buf_key;
-static pthread_once_t g_buf_once = PTHREAD_ONCE_INIT;
-
-static void buf_destroy(void *p) { ga_host_free(p); }
-static void buf_key_init(void) { (void)pthread_key_create(&g_buf_key, buf_destroy); }
-
-static ga_status scratch(float **out, size_t floats)
-{
-    if (floats > tl_cap) {
-        pthread_once(&g_buf_once, buf_key_init);
-        ga_host_free(tl_buf);
-        tl_buf = NULL;
-        tl_cap = 0;
-        (void)pthread_setspecific(g_buf_key, NULL);
-        GA_TRY(ga_host_alloc((void **)&tl_buf, floats * sizeof(float)));
-        tl_cap = floats;
-        (void)pthread_setspecific(g_buf_key, tl_buf);
-    }
-    *out = tl_buf;
-    return GA_OK;
-}
-
-/* ------------------------------------------------------------------------ */
 /* Packing                                                                   */
 /* ------------------------------------------------------------------------ */
 
@@ -339,7 +309,7 @@ static void share(int64_t total, int parts, int idx, int64_t *lo, int64_t *hi)
     *hi = total * (idx + 1) / parts;
 }
 
-static ga_status gemm_fast(const gemm_args *g)
+static ga_status gemm_fast(const gemm_args *g, int max_threads)
 {
     const ga_gemm_ukernel *u = current_ukernel();
     const gemm_blocking bl = g_blocking[kernel_slot(u)]; /* ready: current_ukernel ran isa_init */
@@ -349,7 +319,7 @@ static ga_status gemm_fast(const gemm_args *g)
 
     /* Threads: all of them unless the problem is too small to pay for a
      * fork/join (about 2^18 multiply-adds per thread is the break-even). */
-    int nt = ga_get_num_threads();
+    int nt = max_threads;
     const double work = (double)m * (double)n * (double)k;
     if (work < (double)nt * (1 << 18))
         nt = (int)(work / (1 << 18)) > 1 ? (int)(work / (1 << 18)) : 1;
@@ -367,7 +337,7 @@ static ga_status gemm_fast(const gemm_args *g)
     const int64_t mc_max = (m < bl.mc ? ceil_div(m, MR) * MR : bl.mc);
     const int64_t a_floats = ceil_div(mc_max * kc_max, 16) * 16;
     float *buf;
-    GA_TRY(scratch(&buf, (size_t)(2 * b_floats + nt * a_floats)));
+    GA_TRY(ga_thread_scratch(GA_SCRATCH_GEMM, (size_t)(2 * b_floats + nt * a_floats), &buf));
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -497,6 +467,14 @@ ga_status ga_gemm_cpu(float *c, const float *a, const float *b, int trans_a, int
                       int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc,
                       float alpha, float beta, int variant)
 {
+    return ga_gemm_cpu_threads(c, a, b, trans_a, trans_b, m, n, k, lda, ldb, ldc, alpha, beta, variant,
+                               ga_get_num_threads());
+}
+
+ga_status ga_gemm_cpu_threads(float *c, const float *a, const float *b, int trans_a, int trans_b,
+                              int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc,
+                              float alpha, float beta, int variant, int max_threads)
+{
     if (variant != GA_VARIANT_FAST && variant != GA_VARIANT_REF)
         return ga_fail(GA_ERR_VALUE, "gemm: unknown CPU variant %d (expected fast or ref)", variant);
     if (m < 0 || n < 0 || k < 0)
@@ -530,5 +508,5 @@ ga_status ga_gemm_cpu(float *c, const float *a, const float *b, int trans_a, int
         gemm_ref(&g);
         return GA_OK;
     }
-    return gemm_fast(&g);
+    return gemm_fast(&g, max_threads > 0 ? max_threads : 1);
 }

@@ -21,6 +21,11 @@
 ga_status ga_gemm_cpu(float *c, const float *a, const float *b, int trans_a, int trans_b,
                       int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc,
                       float alpha, float beta, int variant);
+/* The same on at most `max_threads` threads; 1 runs on the calling thread
+ * (for callers that are already inside a parallel region). */
+ga_status ga_gemm_cpu_threads(float *c, const float *a, const float *b, int trans_a, int trans_b,
+                              int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc,
+                              float alpha, float beta, int variant, int max_threads);
 
 /* The micro-kernel in use: "avx512", "avx2" or "generic". */
 const char *ga_gemm_cpu_isa(void);

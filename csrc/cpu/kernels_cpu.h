@@ -12,10 +12,17 @@ ga_status ga_im2col_cpu(float *col, const float *x, const ga_conv_shape *s);
 ga_status ga_conv2d_forward_cpu(float *y, float *col, float *ws, const float *x, const float *w,
                                 const float *b, int relu, const ga_conv_shape *s, int variant);
 ga_status ga_conv2d_backward_cpu(float *dx, float *dw, float *db, float *ws, const float *x,
-                                 const float *col, const float *w, const float *dy,
+                                 float *col, const float *w, const float *dy,
                                  const ga_conv_shape *s, int variant);
+ga_status ga_conv2d_pool_forward_cpu(float *y, int32_t *arg, float *col, float *ws, const float *x,
+                                     const float *w, const float *b, int relu, const ga_conv_shape *cs,
+                                     const ga_pool_shape *ps);
+ga_status ga_conv2d_pool_backward_cpu(float *dx, float *dw, float *db, float *ws, const float *x, float *col,
+                                      const float *w, const float *dy, const float *y, const int32_t *arg,
+                                      int relu, const ga_conv_shape *cs, const ga_pool_shape *ps);
 
 /* pool_cpu.c */
+ga_status ga_check_pool_shape(const ga_pool_shape *s);
 ga_status ga_maxpool_forward_cpu(float *y, int32_t *arg, const float *x, const ga_pool_shape *s);
 ga_status ga_maxpool_backward_cpu(float *dx, const float *dy, const int32_t *arg,
                                   const ga_pool_shape *s);

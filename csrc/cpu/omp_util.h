@@ -14,4 +14,15 @@
 #define GA_PARALLEL_FOR(work) \
     GA_PRAGMA(omp parallel for schedule(static) num_threads(ga_get_num_threads()) if ((work) >= GA_PAR_MIN))
 
+/* GA_SIMD_CLONES before a function: compiled for AVX-512, AVX2 and baseline
+ * x86-64, picked at load time by the CPU (the package is built for baseline
+ * x86-64, so without this the elementwise loops get only SSE2). Put it on
+ * plain helper functions called from inside a parallel loop, not on functions
+ * holding the omp pragma itself. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(GA_NO_CLONES)
+#define GA_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define GA_SIMD_CLONES
+#endif
+
 #endif

@@ -309,4 +309,6 @@ extern "C" const ga_backend ga_cuda_backend = {
     /* global_avgpool_fw */ ga_global_avgpool_forward_cuda,
     /* global_avgpool_bw */ ga_global_avgpool_backward_cuda,
     /* add               */ ga_add_cuda,
+    /* conv2d_pool_fw    */ NULL, /* not fused on the GPU yet: the net runs the two layers */
+    /* conv2d_pool_bw    */ NULL,
 };

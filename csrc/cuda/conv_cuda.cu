@@ -247,7 +247,7 @@ ga_status ga_conv2d_forward_cuda(float *y, float *col, float *ws, const float *x
  * FAST/BLAS read col (c r s, n p q) left by forward and use ws
  * (ga_conv_bwd_ws_floats: dy as (k, n p q), then dcol); REF reads x. */
 ga_status ga_conv2d_backward_cuda(float *dx, float *dw, float *db, float *ws, const float *x,
-                                  const float *col, const float *w, const float *dy,
+                                  float *col, const float *w, const float *dy,
                                   const ga_conv_shape *s, int variant)
 {
     GA_TRY(check_conv(s));

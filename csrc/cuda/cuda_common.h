@@ -119,7 +119,7 @@ ga_status ga_im2col_cuda(float *col, const float *x, const ga_conv_shape *s);
 ga_status ga_conv2d_forward_cuda(float *y, float *col, float *ws, const float *x, const float *w,
                                  const float *b, int relu, const ga_conv_shape *s, int variant);
 ga_status ga_conv2d_backward_cuda(float *dx, float *dw, float *db, float *ws, const float *x,
-                                  const float *col, const float *w, const float *dy,
+                                  float *col, const float *w, const float *dy,
                                   const ga_conv_shape *s, int variant);
 
 ga_status ga_maxpool_forward_cuda(float *y, int32_t *arg, const float *x, const ga_pool_shape *s);

@@ -303,7 +303,8 @@ static ga_status reserve(ga_net *net, int64_t n)
                 need = ga_conv_fwd_ws_floats(&s);
             ws = need > ws ? need : ws;
             GA_TRY(alloc_floats(net, &l->col, ga_conv_col_floats(&s)));
-            GA_TRY(alloc_floats(net, &l->y, n * out));
+            if (!l->fused_pool)
+                GA_TRY(alloc_floats(net, &l->y, n * out));
             break;
         }
         case GA_LAYER_MAXPOOL2D:
@@ -408,6 +409,14 @@ ga_status ga_net_create(ga_net **out, const ga_backend *be, int device_index,
         st = infer_layer(net, i, &net->nparams);
         shape = l->out;
     }
+    /* conv -> max pool pairs run as one kernel where the backend has it (the
+     * conv output then never goes through memory); GPUACCEL_FUSE=0 turns this
+     * off, for tests that compare the two paths and for measurements */
+    const char *fuse_env = getenv("GPUACCEL_FUSE");
+    const int fuse = be->conv2d_pool_forward && be->conv2d_pool_backward && !(fuse_env && strcmp(fuse_env, "0") == 0);
+    for (int i = 0; i + 1 < nlayers && st == GA_OK && fuse; i++)
+        net->layers[i].fused_pool = net->layers[i].spec.kind == GA_LAYER_CONV2D &&
+                                    net->layers[i + 1].spec.kind == GA_LAYER_MAXPOOL2D;
     if (st == GA_OK) {
         const ga_layer *last = &net->layers[nlayers - 1];
         net->classes = per_sample(last->out);
@@ -528,6 +537,18 @@ static ga_status forward(ga_net *net, int64_t n, int training)
         switch (l->spec.kind) {
         case GA_LAYER_CONV2D: {
             ga_conv_shape s = conv_shape(l, n);
+            if (l->fused_pool) { /* this layer and the pool after it, in one call */
+                ga_layer *pool = &net->layers[i + 1];
+                ga_pool_shape ps = pool_shape(pool, n);
+                BE(net, conv2d_pool_forward(pool->y, pool->arg, l->col, net->ws, in, w, b, l->spec.relu, &s, &ps));
+                l->x_seen = in;
+                l->y_seen = NULL;
+                pool->x_seen = NULL;
+                pool->y_seen = pool->y;
+                in = pool->y;
+                i++;
+                continue;
+            }
             BE(net, conv2d_forward(y, l->col, net->ws, in, w, b, l->spec.relu, &s, GA_VARIANT_FAST));
             break;
         }
@@ -609,6 +630,15 @@ static ga_status backward(ga_net *net, int64_t n, int training, int lowest, int 
         switch (l->spec.kind) {
         case GA_LAYER_CONV2D: {
             ga_conv_shape s = conv_shape(l, n);
+            if (l->fused_pool) { /* g is the gradient of the pool's output (the pool deferred to here) */
+                const ga_layer *pool = &net->layers[i + 1];
+                ga_pool_shape ps = pool_shape(pool, n);
+                if (train_w || need_dx)
+                    BE(net, conv2d_pool_backward(need_dx ? spare : NULL, train_w ? dw : NULL, train_w ? db : NULL,
+                                                 net->ws, l->x_seen, l->col, w, g, pool->y_seen, pool->arg,
+                                                 l->spec.relu, &s, &ps));
+                break;
+            }
             if (l->spec.relu)
                 BE(net, relu_backward(g, l->y_seen, g, count));
             if (train_w || need_dx) /* frozen: the input gradient only */
@@ -618,6 +648,8 @@ static ga_status backward(ga_net *net, int64_t n, int training, int lowest, int 
         }
         case GA_LAYER_MAXPOOL2D: {
             ga_pool_shape s = pool_shape(l, n);
+            if (i > lowest && net->layers[i - 1].fused_pool)
+                continue; /* the fused conv below takes g as it is */
             if (need_dx)
                 BE(net, maxpool_backward(spare, g, l->arg, &s));
             break;

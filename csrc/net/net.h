@@ -63,6 +63,8 @@ typedef struct {
     float *dskip;                 /* residual end: gradient of the skip (cap samples) */
     int64_t s_off, ns;            /* batch norm: moving mean, variance in the state block */
     int64_t a_off;                /* batch norm: batch mean, invstd of the last forward in aux */
+    int fused_pool;               /* conv: runs with the max pool after it as one kernel
+                                     (its own output is never stored; y is NULL) */
 } ga_layer;
 
 enum { GA_OPT_SGD = 0, GA_OPT_ADAM = 1 };
