@@ -52,6 +52,25 @@ static void valid_cols(const ga_conv_shape *s, int64_t ks, int64_t *lo, int64_t 
         *lo = *hi;
 }
 
+/* Stride 1 with q == w ('same' width): the output rows i in [*ilo, *ihi) read
+ * input rows, and patch row (kr, ks) of an image is the input plane moved by
+ * the constant offset *off. Over the plane positions [*t0, *t1) one long copy
+ * (or add) does every valid entry at once; the entries in that range whose
+ * column is outside [lo, hi) wrapped around to a neighbouring row and are
+ * fixed up by the caller. Returns 0 when nothing is valid. */
+static int shifted_span(const ga_conv_shape *s, int64_t kr, int64_t ks, int64_t lo, int64_t hi, int64_t *ilo,
+                        int64_t *ihi, int64_t *t0, int64_t *t1, int64_t *off)
+{
+    *ilo = s->pad - kr > 0 ? s->pad - kr : 0;
+    *ihi = s->h + s->pad - kr < s->p ? s->h + s->pad - kr : s->p;
+    if (*ihi < *ilo)
+        *ihi = *ilo;
+    *off = (kr - s->pad) * s->w + (ks - s->pad);
+    *t0 = *ilo * s->q + lo;
+    *t1 = (*ihi - 1) * s->q + hi;
+    return *ihi > *ilo && hi > lo;
+}
+
 /* col (c r s, .) with row stride ldc: patches of images [img0, img0 + nb) of x
  * from column 0 on. Each output row is a (strided) copy of an input row between
  * two runs of zeros, so the copy loop has no branch and vectorises. Serial. */
@@ -68,6 +87,24 @@ static void im2col_images(float *col, int64_t ldc, const float *x, const ga_conv
         for (int64_t img = 0; img < nb; img++) {
             const float *xc = x + ((img0 + img) * s->c + c) * s->h * s->w;
             float *dst = col + row * ldc + img * pq;
+            if (s->stride == 1 && s->q == s->w) { /* the common 'same' case: one long copy */
+                int64_t ilo, ihi, t0, t1, shift;
+                if (!shifted_span(s, kr, ks, lo, hi, &ilo, &ihi, &t0, &t1, &shift)) {
+                    memset(dst, 0, (size_t)pq * sizeof(float));
+                    continue;
+                }
+                memset(dst, 0, (size_t)t0 * sizeof(float));
+                for (int64_t t = t0; t < t1; t++)
+                    dst[t] = xc[t + shift];
+                memset(dst + t1, 0, (size_t)(pq - t1) * sizeof(float));
+                for (int64_t i = ilo; i < ihi; i++) { /* the wrapped-around columns */
+                    for (int64_t j = 0; j < lo; j++)
+                        dst[i * s->q + j] = 0.0f;
+                    for (int64_t j = hi; j < s->q; j++)
+                        dst[i * s->q + j] = 0.0f;
+                }
+                continue;
+            }
             for (int64_t i = 0; i < s->p; i++) {
                 const int64_t h = i * s->stride - s->pad + kr;
                 float *d = dst + i * s->q;
@@ -105,9 +142,10 @@ ga_status ga_im2col_cpu(float *col, const float *x, const ga_conv_shape *s)
 }
 
 /* dx of images [img0, img0 + nb) = col2im(dcol (c r s, nb p q)): every input
- * pixel gathers the patch entries it was copied to. Serial. */
+ * pixel gathers the patch entries it was copied to. Serial. dcol is scratch:
+ * the 'same' fast path zeroes its padding entries, then adds whole planes. */
 GA_SIMD_CLONES
-static void col2im_images(float *dx, const float *dcol, const ga_conv_shape *s, int64_t img0, int64_t nb)
+static void col2im_images(float *dx, float *dcol, const ga_conv_shape *s, int64_t img0, int64_t nb)
 {
     const int64_t pq = s->p * s->q, cpq = nb * pq, hw = s->h * s->w;
     for (int64_t t = 0; t < nb * s->c; t++) {
@@ -116,10 +154,24 @@ static void col2im_images(float *dx, const float *dcol, const ga_conv_shape *s, 
         memset(dxp, 0, (size_t)hw * sizeof(float));
         for (int64_t kr = 0; kr < s->r; kr++)
             for (int64_t ks = 0; ks < s->s; ks++) {
-                const float *src = dcol + ((c * s->r + kr) * s->s + ks) * cpq + img * pq;
+                float *src = dcol + ((c * s->r + kr) * s->s + ks) * cpq + img * pq;
                 int64_t lo, hi;
                 valid_cols(s, ks, &lo, &hi);
                 const int64_t off = ks - s->pad;
+                if (s->stride == 1 && s->q == s->w) {
+                    int64_t ilo, ihi, t0, t1, shift;
+                    if (!shifted_span(s, kr, ks, lo, hi, &ilo, &ihi, &t0, &t1, &shift))
+                        continue;
+                    for (int64_t i = ilo; i < ihi; i++) { /* padding entries add nothing */
+                        for (int64_t j = 0; j < lo; j++)
+                            src[i * s->q + j] = 0.0f;
+                        for (int64_t j = hi; j < s->q; j++)
+                            src[i * s->q + j] = 0.0f;
+                    }
+                    for (int64_t t = t0; t < t1; t++)
+                        dxp[t + shift] += src[t];
+                    continue;
+                }
                 for (int64_t i = 0; i < s->p; i++) {
                     const int64_t h = i * s->stride - s->pad + kr;
                     if (h < 0 || h >= s->h)
@@ -400,6 +452,25 @@ static ga_status forward_fast(float *y, int32_t *arg, const ga_pool_shape *ps, f
     return err.st == GA_OK ? GA_OK : ga_fail(err.st, "%s", err.msg);
 }
 
+/* Sum of v[0..n) in 16 interleaved partial sums (vectorises; a single running
+ * sum is a chain of dependent adds). Both backward paths sum through here, so
+ * the fused pair and the two layers give the same bias gradient bit for bit. */
+GA_SIMD_CLONES
+static float sum_floats(const float *v, int64_t n)
+{
+    float acc[16] = {0.0f};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++)
+            acc[l] += v[i + l];
+    float sum = 0.0f;
+    for (; i < n; i++)
+        sum += v[i];
+    for (int l = 0; l < 16; l++)
+        sum += acc[l];
+    return sum;
+}
+
 /* dyt (k, nb p q) = the conv output gradient of images [img0, img0 + nb), and
  * db (k) = (first ? 0 : db) + its sums (db may be NULL). Without `ps`, dy
  * (n, k, p q) is that gradient (transposed here); with `ps`, dy (n, k, pp, pq)
@@ -416,11 +487,8 @@ static void gather_dy(float *dyt, float *db, int first, const float *dy, const f
             float *dst = dyt + k * cpq + img * pq;
             const int64_t plane = (img0 + img) * s->k + k;
             if (!ps) {
-                const float *src = dy + plane * pq;
-                for (int64_t i = 0; i < pq; i++) {
-                    dst[i] = src[i];
-                    sum += src[i];
-                }
+                memcpy(dst, dy + plane * pq, (size_t)pq * sizeof(float));
+                sum += sum_floats(dst, pq);
                 continue;
             }
             const int64_t ppq = ps->p * ps->q;
@@ -430,8 +498,7 @@ static void gather_dy(float *dyt, float *db, int first, const float *dy, const f
             for (int64_t i = 0; i < ppq; i++)
                 if (!relu || yp[i] > 0.0f)
                     dst[ap[i]] += src[i];
-            for (int64_t i = 0; i < pq; i++) /* summed as the unfused path does: the same db */
-                sum += dst[i];
+            sum += sum_floats(dst, pq);
         }
         if (db)
             db[k] = first ? sum : db[k] + sum;
