@@ -64,6 +64,8 @@ PAIR_CASES = [
     (3, 2, 13, 12, 5, 3, 1, 1, True, 3, 2),           # overlapping windows (generic path)
     (2, 3, 12, 12, 4, 3, 2, 1, True, 2, 1),           # strided conv, stride-1 pool
     (4, 2, 9, 9, 3, 2, 1, 0, True, 3, 3),             # 3x3 windows, ragged
+    (2, 2, 6, 37, 3, 3, 1, "same", True, 2, 2),       # 18 outputs a row: more than one vector
+    (2, 2, 4, 66, 3, 3, 1, "same", False, 2, 2),      # 33: two full vectors and one lane
 ]
 
 

@@ -349,37 +349,6 @@ static void store_output(float *y, const float *ws, const float *b, int relu, co
     }
 }
 
-/* One output row of a 2x2, stride-2 max pool over bias + ReLU of the input
- * rows r0 and r0 + q: branch-free selects, so it vectorises (the generic loop
- * in store_pooled does not). Ties keep the first maximum in window order;
- * arg is relative to the plane (base = offset of r0). */
-GA_SIMD_CLONES
-static void pool2x2_row(float *restrict y, int32_t *restrict arg, const float *restrict r0, int64_t q,
-                        int64_t qq, int32_t base, float bias, int relu)
-{
-    const float *restrict r1 = r0 + q;
-    const int32_t w = (int32_t)q;
-    for (int32_t j = 0; j < (int32_t)qq; j++) {
-        float v0 = r0[2 * j] + bias, v1 = r0[2 * j + 1] + bias, v2 = r1[2 * j] + bias, v3 = r1[2 * j + 1] + bias;
-        if (relu) { /* as relu_forward: v > 0 ? v : 0 (NaN -> 0) */
-            v0 = v0 > 0.0f ? v0 : 0.0f;
-            v1 = v1 > 0.0f ? v1 : 0.0f;
-            v2 = v2 > 0.0f ? v2 : 0.0f;
-            v3 = v3 > 0.0f ? v3 : 0.0f;
-        }
-        float m = v0;
-        int32_t at = base + 2 * j;
-        at = v1 > m ? base + 2 * j + 1 : at;
-        m = v1 > m ? v1 : m;
-        at = v2 > m ? base + w + 2 * j : at;
-        m = v2 > m ? v2 : m;
-        at = v3 > m ? base + w + 2 * j + 1 : at;
-        m = v3 > m ? v3 : m;
-        y[j] = m;
-        arg[j] = at;
-    }
-}
-
 /* ws (k, nb p q) -> + bias, ReLU -> max pool -> y, arg of images [img0, img0 + nb).
  * Same first-maximum rule as the max-pool kernel, so the pair gives the same
  * y and arg as the two layers. */
@@ -387,6 +356,7 @@ static void store_pooled(float *y, int32_t *arg, const float *ws, const float *b
                          const ga_conv_shape *s, const ga_pool_shape *ps, int64_t img0, int64_t nb)
 {
     const int64_t pq = s->p * s->q, cpq = nb * pq, ppq = ps->p * ps->q;
+    const ga_pool2x2_row_fn row2x2 = ga_pool2x2_row_kernel();
     for (int64_t t = 0; t < nb * s->k; t++) {
         const int64_t img = t / s->k, k = t % s->k;
         const float *src = ws + k * cpq + img * pq;
@@ -396,7 +366,7 @@ static void store_pooled(float *y, int32_t *arg, const float *ws, const float *b
         const float bias = b ? b[k] : 0.0f;
         if (ps->size == 2 && ps->stride == 2) {
             for (int64_t i = 0; i < ps->p; i++)
-                pool2x2_row(yp + i * ps->q, ap + i * ps->q, src + 2 * i * s->q, s->q, ps->q,
+                row2x2(yp + i * ps->q, ap + i * ps->q, src + 2 * i * s->q, s->q, ps->q,
                             (int32_t)(2 * i * s->q), bias, relu);
             continue;
         }

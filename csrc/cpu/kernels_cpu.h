@@ -23,6 +23,12 @@ ga_status ga_conv2d_pool_backward_cpu(float *dx, float *dw, float *db, float *ws
 
 /* pool_cpu.c */
 ga_status ga_check_pool_shape(const ga_pool_shape *s);
+/* One output row of a 2x2, stride-2 max pool of act(v + bias) (act = ReLU when
+ * relu) over the input rows r0 and r0 + q: y, arg (flat index: base + offset
+ * in the rows) for qq outputs. The kernel suits this CPU (AVX-512 or portable). */
+typedef void (*ga_pool2x2_row_fn)(float *y, int32_t *arg, const float *r0, int64_t q, int64_t qq, int32_t base,
+                                  float bias, int relu);
+ga_pool2x2_row_fn ga_pool2x2_row_kernel(void);
 ga_status ga_maxpool_forward_cpu(float *y, int32_t *arg, const float *x, const ga_pool_shape *s);
 ga_status ga_maxpool_backward_cpu(float *dx, const float *dy, const int32_t *arg,
                                   const ga_pool_shape *s);
