@@ -475,8 +475,14 @@ static void gather_dy(float *dyt, float *db, int first, const float *dy, const f
     }
 }
 
+static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
 /* Backward: dx image range by image range; dw and db as per-thread partial
- * sums (thread 0 straight into dw, db), added up in thread order at the end. */
+ * sums (thread 0 straight into dw, db), added up in thread order at the end.
+ * The weight gradient is dw (k, crs) = dyt col^T, or its transpose col dyt^T
+ * when that pads less to micro-kernel tiles (a first layer: crs = 9, k = 32
+ * fills 9 of 32 columns one way, 9 of 16 rows the other); then every thread,
+ * thread 0 included, sums into its own buffer and the reduction transposes. */
 static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float *col, const float *x,
                                const float *w, const float *dy, const float *ypool, const int32_t *arg,
                                int relu, const ga_conv_shape *s, const ga_pool_shape *ps)
@@ -484,6 +490,9 @@ static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float
     const int64_t crs = s->c * s->r * s->s, pq = s->p * s->q, nw = s->k * crs;
     const int64_t per_image = ((dw ? crs : 0) + (dx ? crs : 0) + s->k) * pq;
     const chunk_plan pl = plan_chunks(s, per_image);
+    int mr, nr;
+    ga_gemm_cpu_tile(&mr, &nr);
+    const int dw_t = dw && round_up(crs, mr) * round_up(s->k, nr) < round_up(s->k, mr) * round_up(crs, nr);
     float *partial[MAX_CHUNK_THREADS];
     region_error err = {GA_OK, ""};
 #ifdef _OPENMP
@@ -495,7 +504,7 @@ static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float
         float *my_col = col + tid * pl.chunk * pq * crs;
         float *my_dw = dw, *my_db = db;
         ga_status st = GA_OK;
-        if (dw && tid > 0) {
+        if (dw && (tid > 0 || dw_t)) {
             st = ga_thread_scratch(GA_SCRATCH_CONV, (size_t)(nw + s->k), &my_dw);
             my_db = my_dw + nw;
         }
@@ -506,8 +515,13 @@ static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float
             gather_dy(my_dyt, dw ? my_db : NULL, (int)first, dy, ypool, arg, relu, s, ps, img0, nb);
             if (dw) {
                 im2col_images(my_col, cpq, x, s, img0, nb);
-                st = ga_gemm_cpu_threads(my_dw, my_dyt, my_col, 0, 1, s->k, crs, cpq, cpq, cpq, crs, 1.0f,
-                                         first ? 0.0f : 1.0f, GA_VARIANT_FAST, 1);
+                const float beta = first ? 0.0f : 1.0f;
+                if (dw_t)
+                    st = ga_gemm_cpu_threads(my_dw, my_col, my_dyt, 0, 1, crs, s->k, cpq, cpq, cpq, s->k, 1.0f,
+                                             beta, GA_VARIANT_FAST, 1);
+                else
+                    st = ga_gemm_cpu_threads(my_dw, my_dyt, my_col, 0, 1, s->k, crs, cpq, cpq, cpq, crs, 1.0f,
+                                             beta, GA_VARIANT_FAST, 1);
                 if (st != GA_OK)
                     break;
             }
@@ -524,14 +538,19 @@ static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-            if (tid == 0 && err.st == GA_OK)
-                for (int t = 1; t < nthr; t++) /* fixed order: the same sums every run */
-                    for (int64_t i = 0; i < nw + s->k; i++) {
-                        if (i < nw)
-                            dw[i] += partial[t][i];
-                        else if (db)
-                            db[i - nw] += partial[t][i];
+            if (tid == 0 && err.st == GA_OK) /* fixed order: the same sums every run */
+                for (int t = dw_t ? 0 : 1; t < nthr; t++) {
+                    const float *part = partial[t];
+                    const int assign = dw_t && t == 0;
+                    for (int64_t kk = 0; kk < s->k; kk++) {
+                        for (int64_t r = 0; r < crs; r++) {
+                            const float v = dw_t ? part[r * s->k + kk] : part[kk * crs + r];
+                            dw[kk * crs + r] = assign ? v : dw[kk * crs + r] + v;
+                        }
+                        if (db)
+                            db[kk] = assign ? part[nw + kk] : db[kk] + part[nw + kk];
                     }
+                }
         }
     }
     return err.st == GA_OK ? GA_OK : ga_fail(err.st, "%s", err.msg);

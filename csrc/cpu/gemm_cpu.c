@@ -107,6 +107,13 @@ static const ga_gemm_ukernel *current_ukernel(void)
 
 const char *ga_gemm_cpu_isa(void) { return current_ukernel()->name; }
 
+void ga_gemm_cpu_tile(int *mr, int *nr)
+{
+    const ga_gemm_ukernel *u = current_ukernel();
+    *mr = u->mr;
+    *nr = u->nr;
+}
+
 ga_status ga_gemm_cpu_set_isa(const char *isa)
 {
     if (isa == NULL)

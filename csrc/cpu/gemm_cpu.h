@@ -30,6 +30,10 @@ ga_status ga_gemm_cpu_threads(float *c, const float *a, const float *b, int tran
 /* The micro-kernel in use: "avx512", "avx2" or "generic". */
 const char *ga_gemm_cpu_isa(void);
 
+/* The micro-kernel's tile: MR rows x NR columns of C (callers that can choose
+ * between computing a product or its transpose pick the one that pads less). */
+void ga_gemm_cpu_tile(int *mr, int *nr);
+
 /* Force one ("avx512" | "avx2" | "generic" | "auto"); GA_ERR_VALUE if the name
  * is unknown or this CPU (or this build) cannot run it. */
 ga_status ga_gemm_cpu_set_isa(const char *isa);
