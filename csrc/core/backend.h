@@ -19,7 +19,7 @@
 
 #include "status.h"
 
-#define GA_BACKEND_ABI 3
+#define GA_BACKEND_ABI 4
 
 /* Kernel variants, selectable for tests and benchmarks. */
 enum {
@@ -179,6 +179,19 @@ typedef struct ga_backend {
                                       float *col, const float *w, const float *dy, const float *y,
                                       const int32_t *arg, int relu, const ga_conv_shape *cs,
                                       const ga_pool_shape *ps);
+
+    /* --- optional host staging (NULL on the CPU: its "device" is host memory, so
+     * the network copies the caller's batch straight in and needs no staging) ---
+     * host_alloc: *p = bytes of page-locked (pinned) host memory, host; NULL for
+     * 0 bytes. host_free: releases it (NULL is fine); waits for the device.
+     * to_device_async: dst (device) <- host_src (host memory from host_alloc),
+     * queued on the stream every kernel of this device runs on, so kernels
+     * launched after it see the data; returns before the copy is done: the
+     * caller must leave host_src unchanged until its next synchronising call
+     * (to_host, synchronize) has returned. */
+    ga_status (*host_alloc)(void **p, size_t bytes);
+    void (*host_free)(void *p);
+    ga_status (*to_device_async)(void *dst, const void *host_src, size_t bytes);
 } ga_backend;
 
 /* The CPU table (csrc/cpu/backend_cpu.c). */

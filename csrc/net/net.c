@@ -248,8 +248,12 @@ static void free_activations(ga_net *net)
     be->release(net->grad_a);
     be->release(net->grad_b);
     be->release(net->ws);
+    if (be->host_free)
+        be->host_free(net->stage); /* waits for the device: no copy still reads it */
     net->x = net->grad_a = net->grad_b = net->ws = NULL;
     net->labels = NULL;
+    net->stage = NULL;
+    net->staged = 0;
     net->cap = 0;
 }
 
@@ -342,6 +346,13 @@ static ga_status reserve(ga_net *net, int64_t n)
     GA_TRY(alloc_floats(net, &net->grad_a, n * act));
     GA_TRY(alloc_floats(net, &net->grad_b, n * act));
     GA_TRY(alloc_floats(net, &net->ws, ws));
+    /* pinned staging (GPU): the input, then the labels. Only a speed-up: when the
+     * host cannot pin that much, stage stays NULL and the batch is copied from
+     * the caller's (pageable) memory as on a backend without host_alloc. */
+    if (net->be->host_alloc &&
+        net->be->host_alloc(&net->stage, (size_t)(n * per_sample(net->in)) * sizeof(float) +
+                                             (size_t)n * sizeof(int32_t)) != GA_OK)
+        net->stage = NULL;
     net->cap = n;
     return GA_OK;
 }
@@ -729,18 +740,42 @@ static ga_status check_batch(ga_net *net, const void *x, int64_t n)
     return GA_OK;
 }
 
-/* Copies the batch in and runs forward + loss; stats left on the device. */
+/* Copies the batch in and runs forward + loss; stats left on the device.
+ * With pinned staging (GPU) the batch goes through net->stage and the copies
+ * are queued on the stream; the caller's read-back (to_host, the call's one
+ * synchronisation) is what frees the stage for the next batch, and it clears
+ * net->staged. Only a call that failed before its read-back leaves staged set:
+ * then the next one waits for the stream before overwriting the stage. */
 static ga_status load_and_forward(ga_net *net, const float *x_host, const int32_t *labels_host,
                                   int64_t n, int training, float grad_scale)
 {
     GA_TRY(check_batch(net, x_host, n));
     BE(net, set_device(net->device_index));
+    if (net->staged) {
+        BE(net, synchronize());
+        net->staged = 0;
+    }
     GA_TRY(reserve(net, n));
-    BE(net, to_device(net->x, x_host, (size_t)(n * per_sample(net->in)) * sizeof(float)));
+    const size_t xbytes = (size_t)(n * per_sample(net->in)) * sizeof(float);
+    const size_t lbytes = (size_t)n * sizeof(int32_t);
+    if (net->stage) {
+        /* the labels' part starts after cap samples of input (see reserve) */
+        int32_t *lstage = (int32_t *)((float *)net->stage + net->cap * per_sample(net->in));
+        memcpy(net->stage, x_host, xbytes);
+        if (labels_host)
+            memcpy(lstage, labels_host, lbytes);
+        net->staged = 1;
+        BE(net, to_device_async(net->x, net->stage, xbytes));
+        if (labels_host)
+            BE(net, to_device_async(net->labels, lstage, lbytes));
+    } else {
+        BE(net, to_device(net->x, x_host, xbytes));
+    }
     GA_TRY(forward(net, n, training));
     if (!labels_host)
         return GA_OK;
-    BE(net, to_device(net->labels, labels_host, (size_t)n * sizeof(int32_t)));
+    if (!net->stage)
+        BE(net, to_device(net->labels, labels_host, lbytes));
     BE(net, zero(net->stats, 2 * sizeof(float)));
     const float *logits = net->layers[net->nlayers - 1].y_seen;
     BE(net, softmax_xent(net->stats, training ? net->grad_a : NULL, logits, net->labels, n,
@@ -772,6 +807,7 @@ ga_status ga_net_train_step(ga_net *net, const float *x_host, const int32_t *lab
     }
     float stats[2];
     BE(net, to_host(stats, net->stats, sizeof stats)); /* the step's one synchronisation */
+    net->staged = 0;
     *loss = stats[0] / (float)n;
     *correct = (int64_t)stats[1];
     return GA_OK;
@@ -782,6 +818,7 @@ ga_status ga_net_predict(ga_net *net, const float *x_host, int64_t n, float *log
     GA_TRY(load_and_forward(net, x_host, NULL, n, 0, 0.0f));
     const float *logits = net->layers[net->nlayers - 1].y_seen;
     BE(net, to_host(logits_host, logits, (size_t)(n * net->classes) * sizeof(float)));
+    net->staged = 0;
     return GA_OK;
 }
 
@@ -793,6 +830,7 @@ ga_status ga_net_evaluate(ga_net *net, const float *x_host, const int32_t *label
     GA_TRY(load_and_forward(net, x_host, labels_host, n, 0, 0.0f));
     float stats[2];
     BE(net, to_host(stats, net->stats, sizeof stats));
+    net->staged = 0;
     *loss_sum = stats[0];
     *correct = (int64_t)stats[1];
     return GA_OK;
@@ -859,6 +897,7 @@ ga_status ga_net_forward(ga_net *net, const float *x_host, int64_t n, int traini
     net->last_n = n;
     const float *out = net->layers[net->nlayers - 1].y_seen;
     BE(net, to_host(out_host, out, (size_t)(n * net->classes) * sizeof(float)));
+    net->staged = 0;
     return GA_OK;
 }
 

@@ -104,6 +104,13 @@ typedef struct ga_net {
     float *x;
     int32_t *labels;
     float *grad_a, *grad_b, *ws, *stats;
+    /* host, only when the backend has host_alloc (a GPU): pinned staging for one
+     * batch of `cap` samples, the input (cap C H W floats) then the labels (cap
+     * int32). The batch is copied here and sent with to_device_async, so the
+     * copy runs on the device's stream instead of as a pageable (blocking) copy. */
+    void *stage;
+    int staged;             /* 1 while a copy out of `stage` may still be in flight
+                               (set when queued, cleared by the call's read-back) */
 } ga_net;
 
 ga_status ga_net_create(ga_net **out, const ga_backend *be, int device_index,
