@@ -42,6 +42,11 @@ def parse_args(argv=None):
 
 
 def median_seconds(fn, repeat):
+    # Start from idle cores: OpenBLAS's worker threads keep spinning for a while
+    # (about 2^28 cycles) after a call returns, and on a 2-core machine they took
+    # the cores from whichever library was timed next (measured: gpuaccel's
+    # dense shapes at 55 GF/s right after NumPy, 170-200 alone). Both sides wait.
+    time.sleep(0.25)
     fn()  # warm-up: packing buffers, thread pools, page faults
     times = []
     deadline = time.perf_counter() + 0.5
