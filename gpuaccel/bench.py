@@ -193,18 +193,51 @@ def train(device, data, epochs, batch_size, seed, verbose=0, build=None, validat
     return result
 
 
-def sweep(devices, data, batch_sizes, seed, epochs=2):
-    """Images/s per device and batch size: a fresh model per point, ``epochs`` epochs on
-    ``data`` (no evaluation); the last epoch is measured, the first is the warm-up.
-    Returns rows {'device', 'batch_size', 'images_per_s', 'step_time_ms_p50', 'epoch_time_s', 'error'}."""
+def _sweep_row(label, device, threads, bs, result):
+    last = result["epochs"][-1] if result.get("epochs") else {}
+    return {"label": label, "device": device, "threads": threads, "batch_size": bs,
+            "images_per_s": last.get("images_per_s"), "step_time_ms_p50": last.get("step_time_ms_p50"),
+            "epoch_time_s": last.get("epoch_time_s"), "error": result.get("error")}
+
+
+def sweep(devices, data, batch_sizes, seed, epochs=2, threads=None, peers=()):
+    """Images/s per device (and peer framework) and batch size: a fresh model per point,
+    ``epochs`` epochs on ``data`` (no evaluation); the last epoch is measured, the first
+    is the warm-up. ``threads``: CPU thread counts to measure each CPU point at (the
+    thread-scaling numbers; None: the count in force); GPU points run once. ``peers``:
+    peer frameworks (gpuaccel.peers names) swept like the CPU, each point in a child process.
+    Returns rows {'label', 'device', 'threads', 'batch_size', 'images_per_s',
+    'step_time_ms_p50', 'epoch_time_s', 'error'}; 'label' names the column ('cpu', or
+    'cpu 1 thr' when several thread counts are swept)."""
+    import gpuaccel as ga
+
     rows = []
-    for device in devices:
-        for bs in batch_sizes:
-            r = train(device, data, epochs, bs, seed, validate=False)
-            last = r["epochs"][-1] if r["epochs"] else {}
-            rows.append({"device": device, "batch_size": bs, "images_per_s": last.get("images_per_s"),
-                         "step_time_ms_p50": last.get("step_time_ms_p50"),
-                         "epoch_time_s": last.get("epoch_time_s"), "error": r["error"]})
+    counts = list(threads) if threads else [None]
+    tag = (lambda name, t: name) if len(counts) == 1 else (lambda name, t: f"{name} {t} thr")
+    before = ga.get_num_threads()
+    try:
+        for device in devices:
+            cpu = not device.startswith("cuda")
+            for t in (counts if cpu else [None]):
+                if t:
+                    ga.set_num_threads(t)
+                used = ga.get_num_threads() if cpu else None
+                for bs in batch_sizes:
+                    r = train(device, data, epochs, bs, seed, validate=False)
+                    rows.append(_sweep_row(tag(device, used) if cpu else device, device, used, bs, r))
+                ga.set_num_threads(before)
+        for name in peers:
+            from . import peers as peer_mod
+
+            for t in counts:
+                for bs in batch_sizes:
+                    try:
+                        r = peer_mod.run(name, data, epochs, bs, seed, threads=t or before, isolate=True)
+                    except Exception as e:
+                        r = {"epochs": [], "error": f"{type(e).__name__}: {e}"}
+                    rows.append(_sweep_row(tag(f"{name}-cpu", t or before), f"{name}-cpu", t or before, bs, r))
+    finally:
+        ga.set_num_threads(before)
     return rows
 
 
@@ -307,10 +340,11 @@ def machine_lines(d):
 
 
 def format_sweep(rows, markdown=False):
-    """The batch-size sweep: one row per batch size, one images/s column per device."""
-    devices = list(dict.fromkeys(r["device"] for r in rows))
+    """The batch-size sweep: one row per batch size, one images/s column per device
+    (per device and thread count when several were swept)."""
+    devices = list(dict.fromkeys(r.get("label", r["device"]) for r in rows))
     sizes = sorted({r["batch_size"] for r in rows})
-    by = {(r["device"], r["batch_size"]): r for r in rows}
+    by = {(r.get("label", r["device"]), r["batch_size"]): r for r in rows}
     cells = []
     for bs in sizes:
         row = [str(bs)]
@@ -439,8 +473,10 @@ def parse_args(argv=None):
     p.add_argument("--device", help="comma-separated devices, e.g. cpu,cuda (default: every available one)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per device (default 3; epoch 1 is the warm-up)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size of the main run (default 128)")
-    p.add_argument("--batch-sizes", type=_int_list, default=[32, 128, 512],
-                   help="batch sizes of the images/s sweep (default 32,128,512)")
+    p.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 32, 128, 512],
+                   help="batch sizes of the images/s sweep (default 1,8,32,128,512)")
+    p.add_argument("--sweep-threads", type=_int_list, default=None,
+                   help="CPU thread counts of the sweep, e.g. 1,2 for thread scaling (default: --threads)")
     p.add_argument("--sweep-limit", type=int, default=2048,
                    help="training images per sweep point (default 2048)")
     p.add_argument("--no-sweep", action="store_true", help="skip the batch-size sweep")
@@ -522,13 +558,15 @@ def main(argv=None):
     sweep_data = (data[0][:args.sweep_limit], data[1][:args.sweep_limit], data[2], data[3])
     if not args.no_sweep:
         say(f"\n== batch-size sweep: {', '.join(map(str, args.batch_sizes))} on {len(sweep_data[0])} images ==")
-        sweep_rows = sweep(devices, sweep_data, args.batch_sizes, args.seed)
+        sweep_rows = sweep(devices, sweep_data, args.batch_sizes, args.seed, threads=args.sweep_threads,
+                           peers=PEER_NAMES if args.peers else ())
         say(format_sweep(sweep_rows))
         gpus = [d for d in devices if d.startswith("cuda")]
         if "cpu" in devices and gpus:
             from .plots import crossover
 
-            cross = crossover(sweep_rows, "cpu", gpus[0])
+            main_rows = [r for r in sweep_rows if r["device"] != "cpu" or r["threads"] == threads]
+            cross = crossover(main_rows, "cpu", gpus[0])
             say(f"crossover: {cross['note']}")
     load.append(_load_average())
     report = {
@@ -540,6 +578,7 @@ def main(argv=None):
                      "limit": args.limit, "test_limit": args.test_limit, "threads": threads, "seed": args.seed,
                      "train_images": len(data[0]), "test_images": len(data[2]),
                      "sweep_batch_sizes": [] if args.no_sweep else args.batch_sizes,
+                     "sweep_threads": args.sweep_threads or [threads],
                      "sweep_images": len(sweep_data[0]), "sweep_epochs": 2,
                      "load_average": [v for v in load if v is not None],
                      "usable_cores": machine["cpu"].get("usable_cores"),

@@ -192,18 +192,24 @@ def plot_batch_sweep(report):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     sweep = [r for r in report.get("sweep", []) if r.get("images_per_s")]
+    labels = list(dict.fromkeys(r.get("label", r["device"]) for r in sweep))
     devices = list(dict.fromkeys(r["device"] for r in sweep))
-    for device in devices:
-        rows = sorted((r for r in sweep if r["device"] == device), key=lambda r: r["batch_size"])
-        ax.plot([r["batch_size"] for r in rows], [r["images_per_s"] for r in rows], "o-",
-                color=_color(report, device), label=device)
+    threads = sorted({r.get("threads") for r in sweep if r.get("threads")})
+    for label in labels:
+        rows = sorted((r for r in sweep if r.get("label", r["device"]) == label), key=lambda r: r["batch_size"])
+        # one colour per device or framework; fewer threads dashed
+        fewer = rows[0].get("threads") and len(threads) > 1 and rows[0]["threads"] < threads[-1]
+        ax.plot([r["batch_size"] for r in rows], [r["images_per_s"] for r in rows], "o--" if fewer else "o-",
+                color=_color(report, rows[0]["device"]), label=label)
         for r in rows:
             ax.annotate(f"{r['images_per_s']:,.0f}", (r["batch_size"], r["images_per_s"]),
                         textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
     failed = [r for r in report.get("sweep", []) if r.get("error")]
     gpus = [d for d in devices if d.startswith("cuda")]
     if "cpu" in devices and gpus:
-        cross = crossover(sweep, "cpu", gpus[0])
+        main = report.get("settings", {}).get("threads")
+        cross = crossover([r for r in sweep if r["device"] != "cpu" or r.get("threads") in (None, main)],
+                          "cpu", gpus[0])
         if cross["batch_size"]:
             ax.axvline(cross["batch_size"], color="black", ls="--", lw=1)
         ax.text(0.98, 0.96, "crossover: " + cross["note"], transform=ax.transAxes, va="top", ha="right",

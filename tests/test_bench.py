@@ -163,6 +163,42 @@ def test_peers_results_join_the_comparison(tmp_path, fake_run, monkeypatch):
     assert "torch exploded" in report["peers"][1]["error"]
 
 
+def test_sweep_with_thread_scaling_and_peers(tmp_path, fake_run, monkeypatch):
+    """--sweep-threads 1,2 --peers: every CPU point at each thread count, the peers swept
+    the same way (each point in its own call), one column per (device, threads)."""
+    calls, threads_seen = [], []
+    real_set = gpuaccel.set_num_threads
+
+    def run(name, data, epochs, batch_size, seed, threads=None, isolate=False):
+        calls.append((name, batch_size, threads, isolate))
+        rows = bench.history_rows(fake_history(epochs, 8.0))
+        return {"device": f"{name}-cpu", "epochs": rows, "summary": bench.summarize(rows), "error": None}
+
+    def set_threads(n):
+        threads_seen.append(n)
+        real_set(n)
+
+    monkeypatch.setitem(sys.modules, "gpuaccel.peers", types.SimpleNamespace(run=run))
+    monkeypatch.delattr(gpuaccel, "peers", raising=False)
+    monkeypatch.setattr(gpuaccel, "set_num_threads", set_threads)
+    before = gpuaccel.get_num_threads()
+    rc = bench.main(["--device", "cpu", "--epochs", "2", "--batch-sizes", "1,8", "--sweep-threads", "1,2",
+                     "--peers", "--out", str(tmp_path), "--quiet"])
+    assert rc == 0
+    assert gpuaccel.get_num_threads() == before  # the sweep puts the thread count back
+    assert 1 in threads_seen and 2 in threads_seen
+    report = json.loads((tmp_path / "report.json").read_text())
+    cpu = [(r["label"], r["threads"], r["batch_size"]) for r in report["sweep"] if r["device"] == "cpu"]
+    assert cpu == [("cpu 1 thr", 1, 1), ("cpu 1 thr", 1, 8), ("cpu 2 thr", 2, 1), ("cpu 2 thr", 2, 8)]
+    sweep_calls = [c for c in calls if c[2] is not None]
+    assert sweep_calls == [(n, bs, t, True) for n in ("keras", "torch") for t in (1, 2) for bs in (1, 8)]
+    assert {r["label"] for r in report["sweep"]} >= {"keras-cpu 1 thr", "torch-cpu 2 thr"}
+    assert all(r["images_per_s"] > 0 and r["error"] is None for r in report["sweep"])
+    md = (tmp_path / "report.md").read_text()
+    assert "cpu 1 thr images/s" in md and "keras-cpu 2 thr images/s" in md
+    assert report["settings"]["sweep_threads"] == [1, 2]
+
+
 def test_failed_device_is_reported(tmp_path, fake_run, monkeypatch):
     monkeypatch.setattr(bench, "_cuda_status", lambda: (False, "no NVIDIA driver"))
     rc = bench.main(["--device", "cpu,cuda", "--epochs", "2", "--out", str(tmp_path), "--quiet"])
