@@ -5,11 +5,14 @@ __version__ = "0.1.0"
 import os as _os
 
 # GNU OpenMP spins 300,000 rounds at each barrier before sleeping. On a machine
-# shared with other work (a notebook server, a second job) the spinning threads
-# steal the cores the late ones need; 10,000 rounds keep the quiet-machine speed
-# and halve the slowdown under load (measured: benchmarks/RESULTS.md). Must be set
-# before libgomp loads with _C; a value the user set wins.
-_os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+# shared with other work the spinning threads steal the cores the late ones need
+# (a training step 1.5x slower with two busy processes); too short a spin lets the
+# workers fall asleep between small calls, and waking them costs up to a
+# millisecond: at 10,000 rounds a 128x128 matmul in Jupyter took 540 us instead
+# of 25. 30,000 keeps both: small calls fast, most of the gain under load
+# (measured: benchmarks/RESULTS.md). Must be set before libgomp loads with _C; a
+# value the user set wins.
+_os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 from . import _C
 from ._C import Tensor

@@ -355,9 +355,50 @@ def format_sweep(rows, markdown=False):
     return _table(["batch size"] + [f"{d} images/s" for d in devices], cells, markdown)
 
 
+def cpu_snapshot():
+    """A point to measure other processes' CPU use from: (monotonic s, busy CPU s of the
+    whole machine, CPU s of this process and its waited-for children), or None where
+    /proc/stat is missing. Busy = all but idle and iowait; a VM's steal counts as busy
+    (the CPU was not ours)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    t = os.times()
+    return (time.monotonic(), (sum(v) - v[3] - v[4]) / hz, t.user + t.system + t.children_user + t.children_system)
+
+
+def other_cpu_load(start, end=None):
+    """Cores' worth of CPU that everything but this process (and its children) used,
+    on average, between two cpu_snapshot()s (end: now); None when unknown."""
+    end = end or cpu_snapshot()
+    if not start or not end or end[0] - start[0] <= 0:
+        return None
+    return max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0]))
+
+
 def busy_note(settings):
-    """A warning when the machine was loaded while we measured, else ''."""
-    load, cores = settings.get("load_average"), settings.get("usable_cores") or 1
+    """A warning when other processes loaded the machine while we measured, else ''.
+
+    Prefers the measured CPU use of other processes over the run ('other_cpu_load', or
+    'cpu_snapshot': a cpu_snapshot() taken at the start); the 1-minute load average
+    ('load_average', the fallback off Linux) lags by a minute, so it also blames a run
+    for whatever finished just before it started."""
+    cores = settings.get("usable_cores") or 1
+    other = settings.get("other_cpu_load")
+    if other is None and settings.get("cpu_snapshot"):
+        other = other_cpu_load(settings["cpu_snapshot"])
+    tail = ("other processes shared the CPU, so the timings are unreliable, slower and noisier than on a "
+            "quiet machine. Read them as a demonstration of the method, not as this CPU's speed, and rerun "
+            "on a quiet machine before quoting them.")
+    if other is not None:
+        if other <= 0.25 * cores:
+            return ""
+        return (f"The machine was busy while this ran (other processes used {other:.1f} of {cores} usable cores "
+                f"on average, from /proc/stat): " + tail)
+    load = settings.get("load_average")
     if not load or any(v is None for v in load):
         return ""
     # load[0] is read before training, the others after it: those count this
@@ -368,9 +409,7 @@ def busy_note(settings):
     if worst <= 0.5 * cores:
         return ""
     return (f"The machine was busy while this ran (other processes' 1-minute load average up to {worst:.1f} on "
-            f"{cores} usable cores): other processes shared the CPU, so the timings are unreliable, "
-            "slower and noisier than on a quiet machine. Read them as a demonstration of the method, "
-            "not as this CPU's speed, and rerun on a quiet machine before quoting them.")
+            f"{cores} usable cores): " + tail)
 
 
 PLOT_TITLES = {
@@ -528,6 +567,7 @@ def main(argv=None):
         skipped.append({"device": "cuda", "reason": _cuda_status()[1]})
     threads = _threads(args.threads)
     load = [_load_average()]
+    snap = cpu_snapshot()
     machine = info()
     for line in machine_lines(machine):
         say(line)
@@ -581,6 +621,7 @@ def main(argv=None):
                      "sweep_threads": args.sweep_threads or [threads],
                      "sweep_images": len(sweep_data[0]), "sweep_epochs": 2,
                      "load_average": [v for v in load if v is not None],
+                     "other_cpu_load": other_cpu_load(snap),
                      "usable_cores": machine["cpu"].get("usable_cores"),
                      "model": "reference CNN (DESIGN.md section 3)", "optimizer": "Adam(1e-3)"},
         "how_measured": HOW_MEASURED,

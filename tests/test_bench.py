@@ -228,6 +228,34 @@ def test_busy_note():
     assert bench.busy_note({"load_average": [0.3, 0.8], "usable_cores": 2}) == ""
     assert "unreliable" in bench.busy_note({"load_average": [0.3, 5.0], "usable_cores": 2})
     assert bench.busy_note({}) == ""
+    # the measured CPU use of other processes wins over the lagging load average
+    assert bench.busy_note({"other_cpu_load": 0.1, "load_average": [3.0, 5.0], "usable_cores": 2}) == ""
+    note = bench.busy_note({"other_cpu_load": 1.2, "load_average": [0.0, 0.0], "usable_cores": 2})
+    assert "1.2 of 2 usable cores" in note and "unreliable" in note
+
+
+def test_other_cpu_load_sees_another_process_not_this_one():
+    import subprocess
+    import time
+
+    if bench.cpu_snapshot() is None:
+        pytest.skip("no /proc/stat here")
+    snap = bench.cpu_snapshot()
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 0.6:  # this process busy: must not count
+        pass
+    mine = bench.other_cpu_load(snap)
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<5: pass"])
+    try:
+        time.sleep(0.3)
+        snap = bench.cpu_snapshot()
+        time.sleep(0.8)
+        other = bench.other_cpu_load(snap)  # the spinner is not a waited-for child yet: it counts
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert mine < 0.6, mine
+    assert other > 0.5, other
 
 
 @pytest.mark.parametrize("cpu, gpu, at, words", [
