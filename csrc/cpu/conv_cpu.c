@@ -260,7 +260,6 @@ static ga_status conv_backward_ref(float *dx, float *dw, float *db, const float 
 typedef struct {
     int nt;
     int64_t chunk, nchunks;
-    int gemm_threads; /* 1, or all threads when one chunk thread is all a small batch allows */
 } chunk_plan;
 
 #define MAX_CHUNK_THREADS 256
@@ -287,8 +286,6 @@ static chunk_plan plan_chunks(const ga_conv_shape *s, int64_t floats_per_image)
     pl.chunk = chunk;
     pl.nchunks = (s->n + chunk - 1) / chunk;
     pl.nt = (int)(nt < pl.nchunks ? nt : pl.nchunks);
-    /* a batch of one image: its GEMMs share the threads instead */
-    pl.gemm_threads = pl.nt == 1 ? ga_get_num_threads() : 1;
     return pl;
 }
 
@@ -412,7 +409,7 @@ static ga_status forward_fast(float *y, int32_t *arg, const ga_pool_shape *ps, f
             const int64_t cpq = nb * pq;
             im2col_images(my_col, cpq, x, s, img0, nb);
             st = ga_gemm_cpu_threads(my_out, w, my_col, 0, 0, s->k, cpq, crs, crs, cpq, cpq, 1.0f, 0.0f,
-                                     GA_VARIANT_FAST, pl.gemm_threads);
+                                     GA_VARIANT_FAST, 1);
             if (st != GA_OK)
                 break;
             if (ps)
@@ -521,16 +518,16 @@ static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float
                 const float beta = first ? 0.0f : 1.0f;
                 if (dw_t)
                     st = ga_gemm_cpu_threads(my_dw, my_col, my_dyt, 0, 1, crs, s->k, cpq, cpq, cpq, s->k, 1.0f,
-                                             beta, GA_VARIANT_FAST, pl.gemm_threads);
+                                             beta, GA_VARIANT_FAST, 1);
                 else
                     st = ga_gemm_cpu_threads(my_dw, my_dyt, my_col, 0, 1, s->k, crs, cpq, cpq, cpq, crs, 1.0f,
-                                             beta, GA_VARIANT_FAST, pl.gemm_threads);
+                                             beta, GA_VARIANT_FAST, 1);
                 if (st != GA_OK)
                     break;
             }
             if (dx) {
                 st = ga_gemm_cpu_threads(my_dcol, w, my_dyt, 1, 0, crs, cpq, s->k, crs, cpq, cpq, 1.0f, 0.0f,
-                                         GA_VARIANT_FAST, pl.gemm_threads);
+                                         GA_VARIANT_FAST, 1);
                 if (st != GA_OK)
                     break;
                 col2im_images(dx, my_dcol, s, img0, nb);
