@@ -300,22 +300,6 @@ void ga_cuda_host_free(void *p)
         cudaGetLastError(); /* nothing to report to: keep the error slot clean */
 }
 
-/* dst (device) <- host_src (pinned host, from ga_cuda_host_alloc), queued on the
- * device's stream behind everything already there and ahead of every later
- * kernel; returns at once. host_src must stay unchanged until the stream has
- * passed the copy (the caller's next to_host or synchronize). */
-ga_status ga_cuda_to_device_async(void *dst, const void *host_src, size_t bytes)
-{
-    if (bytes == 0)
-        return GA_OK;
-    GA_CHECK_PTR(dst, bytes);
-    GA_CHECK_PTR(host_src, bytes);
-    cudaStream_t s;
-    GA_TRY(ga_cuda_stream(&s));
-    GA_CUDA(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s));
-    return GA_OK;
-}
-
 /* The table handed to gpuaccel._C in a capsule (order as in core/backend.h). */
 extern "C" const ga_backend ga_cuda_backend = {
     /* abi               */ GA_BACKEND_ABI,
@@ -353,5 +337,6 @@ extern "C" const ga_backend ga_cuda_backend = {
     /* conv2d_pool_bw    */ NULL,
     /* host_alloc        */ ga_cuda_host_alloc,      /* pinned staging for the batch */
     /* host_free         */ ga_cuda_host_free,
-    /* to_device_async   */ ga_cuda_to_device_async, /* from pinned memory, on the stream */
+    /* to_device_async   */ ga_cuda_to_device, /* the same call: cudaMemcpyAsync on the stream
+                                                   returns at once from pinned memory */
 };

@@ -104,7 +104,6 @@ ga_status ga_cuda_zero(void *p, size_t bytes);
 ga_status ga_cuda_synchronize(void);
 ga_status ga_cuda_host_alloc(void **p, size_t bytes);
 void ga_cuda_host_free(void *p);
-ga_status ga_cuda_to_device_async(void *dst, const void *host_src, size_t bytes);
 
 ga_status ga_gemm_cuda(float *c, const float *a, const float *b, int trans_a, int trans_b,
                        int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc,
