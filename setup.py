@@ -7,6 +7,9 @@ Environment switches:
   GPUACCEL_CUDA_ARCH     e.g. "90" or "75;80;90" (default: every sm this nvcc lists)
   GPUACCEL_NO_OPENMP=1   build single-threaded
   GPUACCEL_SANITIZE=1    build with -fsanitize=address,undefined (for `make test-asan`)
+  GPUACCEL_CUDA_EMU=1    build gpuaccel._cuda from the same .cu sources with the host C++
+                         compiler against the CUDA emulator (csrc/cuda/emu/): no nvcc, no
+                         driver, no GPU; a test and learning backend, never a GPU timing
 """
 import glob
 import os
@@ -74,10 +77,12 @@ class BuildExt(build_ext):
         super().build_extensions()
 
     def build_extension(self, ext):
-        cuda_sources = [s for s in ext.sources if s.endswith(".cu")]
+        # .cu (and the emulator's .cpp) go to nvcc or, for the emulator, the host C++ compiler
+        cuda_sources = [s for s in ext.sources if s.endswith((".cu", ".cpp"))]
         if cuda_sources:
-            ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
-            ext.extra_objects = list(ext.extra_objects) + nvcc_compile(cuda_sources, self.build_temp)
+            ext.sources = [s for s in ext.sources if s not in cuda_sources]
+            compile_cuda = emu_compile if getattr(ext, "cuda_emulated", False) else nvcc_compile
+            ext.extra_objects = list(ext.extra_objects) + compile_cuda(cuda_sources, self.build_temp)
         super().build_extension(ext)
 
 
@@ -169,16 +174,51 @@ def archs_label(archs):
     return ",".join([f"sm_{a}" for a in archs] + [f"compute_{archs[-1]}"])
 
 
-def nvcc_compile(cu_sources, build_temp):
-    """Compile .cu files to objects with nvcc, in parallel; returns the object paths.
+def compile_objects(tool, srcs, flags, build_temp, cmd_of):
+    """Compile `srcs` to objects in parallel with `cmd_of(src, obj)`; returns the paths.
 
     Objects are reused when newer than their source and every header they may
-    include (csrc/cuda/*.h, csrc/core/*.h); the flags are hashed into the folder
-    name so a different arch list never reuses stale objects."""
+    include (csrc/cuda/*.h, csrc/cuda/emu/*.h, csrc/core/*.h); the flags are
+    hashed into the folder name so other flags never reuse stale objects."""
     import concurrent.futures
     import hashlib
     import time
 
+    tag = hashlib.sha1(" ".join([tool] + flags).encode()).hexdigest()[:10]
+    out_dir = os.path.join(build_temp, f"{os.path.basename(tool)}-{tag}")
+    os.makedirs(out_dir, exist_ok=True)
+    headers = sources("cuda/*.h", "cuda/emu/*.h", "core/*.h")
+    newest_dep = max([os.path.getmtime(h) for h in headers] + [0])
+
+    def compile_one(src):
+        obj = os.path.join(out_dir, os.path.splitext(os.path.basename(src))[0] + ".o")
+        if os.path.exists(obj) and os.path.getmtime(obj) >= max(os.path.getmtime(src), newest_dep):
+            return obj, 0.0, "up to date"
+        t0 = time.time()
+        cmd = cmd_of(src, obj)
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"{tool} failed on {src}:\n{' '.join(cmd)}\n{res.stdout}{res.stderr}")
+        return obj, time.time() - t0, (res.stdout + res.stderr).strip()
+
+    jobs = int(os.environ.get("GPUACCEL_NVCC_JOBS", "0") or 0) or os.cpu_count() or 1
+    # Largest files first: the GEMM (many template instances) sets the wall time.
+    order = sorted(srcs, key=lambda s: -os.path.getsize(s))
+    print(f"gpuaccel: {tool} {len(order)} files with {jobs} jobs", flush=True)
+    t0 = time.time()
+    objs = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        for src, (obj, dt, msg) in zip(order, pool.map(compile_one, order)):
+            objs[src] = obj
+            print(f"gpuaccel: {tool} {src}: {dt:.1f} s{' (' + msg + ')' if msg == 'up to date' else ''}", flush=True)
+            if msg and msg != "up to date":
+                print(msg, flush=True)
+    print(f"gpuaccel: {tool} done in {time.time() - t0:.1f} s", flush=True)
+    return [objs[s] for s in srcs]
+
+
+def nvcc_compile(cu_sources, build_temp):
+    """Compile .cu files to objects with nvcc for every arch in cuda_archs()."""
     nvcc = find_nvcc()
     if nvcc is None:
         raise RuntimeError("CUDA sources given but nvcc was not found")
@@ -188,43 +228,55 @@ def nvcc_compile(cu_sources, build_temp):
              "-Icsrc", f"-I{inc}"] + gencode_flags(archs)
     if env_flag("GPUACCEL_SANITIZE"):
         flags = [f for f in flags if f != "-O3"] + ["-O1", "-g"]
-    tag = hashlib.sha1(" ".join([nvcc] + flags).encode()).hexdigest()[:10]
-    out_dir = os.path.join(build_temp, f"nvcc-{tag}")
-    os.makedirs(out_dir, exist_ok=True)
-    headers = sources("cuda/*.h", "core/*.h")
-    newest_dep = max([os.path.getmtime(h) for h in headers] + [0])
+    print(f"gpuaccel: nvcc for {archs_label(archs)}", flush=True)
+    return compile_objects(nvcc, cu_sources, flags, build_temp,
+                           lambda src, obj: [nvcc, "-c", src, "-o", obj] + flags)
 
-    def compile_one(src):
-        obj = os.path.join(out_dir, os.path.splitext(os.path.basename(src))[0] + ".o")
-        if os.path.exists(obj) and os.path.getmtime(obj) >= max(os.path.getmtime(src), newest_dep):
-            return obj, 0.0, "up to date"
-        t0 = time.time()
-        cmd = [nvcc, "-c", src, "-o", obj] + flags
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise RuntimeError(f"nvcc failed on {src}:\n{' '.join(cmd)}\n{res.stdout}{res.stderr}")
-        return obj, time.time() - t0, (res.stdout + res.stderr).strip()
 
-    jobs = int(os.environ.get("GPUACCEL_NVCC_JOBS", "0") or 0) or os.cpu_count() or 1
-    # Largest files first: the GEMM (many template instances) sets the wall time.
-    order = sorted(cu_sources, key=lambda s: -os.path.getsize(s))
-    print(f"gpuaccel: nvcc {len(order)} files for {archs_label(archs)} with {jobs} jobs", flush=True)
-    t0 = time.time()
-    objs = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        for src, (obj, dt, msg) in zip(order, pool.map(compile_one, order)):
-            objs[src] = obj
-            print(f"gpuaccel: nvcc {src}: {dt:.1f} s{' (' + msg + ')' if msg == 'up to date' else ''}", flush=True)
-            if msg and msg != "up to date":
-                print(msg, flush=True)
-    print(f"gpuaccel: nvcc done in {time.time() - t0:.1f} s", flush=True)
-    return [objs[s] for s in cu_sources]
+# ----------------------------------------------------------------------------
+# The CUDA emulator: the same .cu files, compiled as C++ by the host compiler
+# ----------------------------------------------------------------------------
+EMU_DIR = os.path.join("csrc", "cuda", "emu")
+
+
+def emu_compile(srcs, build_temp):
+    """Compile the .cu files (as C++) and the emulator's .cpp files with the host C++
+    compiler; csrc/cuda/emu comes first on the include path, so <cuda_runtime.h> and
+    <cublas_v2.h> are the emulator's."""
+    cxx = os.environ.get("CXX", "c++")
+    flags = ["-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden", "-pthread", "-Wall",
+             "-Wno-unused-parameter", "-Wno-unused-function", "-Wno-unknown-pragmas", "-Wno-sign-compare",
+             f"-I{EMU_DIR}", "-Icsrc", "-DGA_CUDA_EMU=1"]
+    if env_flag("GPUACCEL_SANITIZE"):
+        flags = [f for f in flags if f != "-O2"] + ["-O1", "-g", "-fsanitize=address,undefined",
+                                                     "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+    return compile_objects(cxx, srcs, flags, build_temp,
+                           lambda src, obj: [cxx] + (["-x", "c++"] if src.endswith(".cu") else [])
+                           + ["-c", src, "-o", obj] + flags)
+
+
+def emu_extension():
+    cu = sources("cuda/*.cu")
+    emu = sources("cuda/emu/*.cpp")
+    ext = Extension(
+        "gpuaccel._cuda",
+        sources=cu + emu + sources("core/status.c", "core/alloc.c", "python/cuda/module.c"),
+        depends=cu + emu + sources("cuda/*.h", "cuda/emu/*.h", "core/*.h"),
+        include_dirs=[EMU_DIR, "csrc"],
+        define_macros=[("GA_CUDA_ARCHS", '"emulator"'), ("GA_CUDA_EMU", "1")],
+        extra_compile_args=C_FLAGS + ["-fvisibility=hidden"],
+        libraries=["stdc++", "pthread"],
+    )
+    ext.cuda_emulated = True
+    return ext
 
 
 def cuda_extensions():
-    """[gpuaccel._cuda] when nvcc is found (and not skipped), else []."""
+    """[gpuaccel._cuda]: the emulator when asked for, else with nvcc when found (and not skipped)."""
     if env_flag("GPUACCEL_SKIP_CUDA"):
         return []
+    if env_flag("GPUACCEL_CUDA_EMU"):
+        return [emu_extension()]
     nvcc = find_nvcc()
     if nvcc is None:
         msg = ("nvcc not found (looked in $CUDA_HOME, $CUDA_PATH, /usr/local/cuda and PATH): "

@@ -91,9 +91,39 @@ def _cuda_status():
         return False, f"gpuaccel.cuda unusable ({type(e).__name__}: {e})"
 
 
+EMULATED_SKIP = ("the CUDA emulator (GPUACCEL_CUDA_EMU build) is not a GPU; ask for it with "
+                 "--device cpu,cuda to run it anyway")
+EMULATED_NOTE = "emulated: not GPU timings"
+EMULATED_DEVICE = ("EMULATED: the CUDA kernels ran on the CPU emulator of the CUDA execution model "
+                   "(GPUACCEL_CUDA_EMU build); its figures show that they run, they are not GPU timings "
+                   "and give no GPU speedup")
+
+
+def _cuda_emulated():
+    """True when 'cuda' is the CPU emulator (gpuaccel.cuda.is_emulated()), never raising."""
+    try:
+        from . import cuda
+
+        return cuda.is_emulated()
+    except Exception:
+        return False
+
+
 def default_devices():
-    """'cpu', plus 'cuda' when gpuaccel.cuda.is_available()."""
-    return ["cpu"] + (["cuda"] if _cuda_status()[0] else [])
+    """'cpu', plus 'cuda' when gpuaccel.cuda.is_available() and it is a real GPU: the
+    emulator's timings would make a meaningless CPU-vs-GPU comparison."""
+    return ["cpu"] + (["cuda"] if _cuda_status()[0] and not _cuda_emulated() else [])
+
+
+def _cuda_skip_reason():
+    """Why default_devices() left 'cuda' out."""
+    ok, reason = _cuda_status()
+    return EMULATED_SKIP if ok and _cuda_emulated() else reason
+
+
+def device_label(result):
+    """A result's device name for tables and plots: 'cuda (emulated)' for the emulator."""
+    return f"{result['device']} (emulated)" if result.get("emulated") else result["device"]
 
 
 # --------------------------------------------------------------------------- training
@@ -138,8 +168,8 @@ def speedups(results):
         return out
     for r in results:
         s = r.get("summary", {})
-        if r is cpu or not s.get("epochs"):
-            continue
+        if r is cpu or not s.get("epochs") or r.get("emulated"):
+            continue  # the emulator's time is the CPU's time again: no GPU speedup to give
         basis = "steady" if s.get("steady_epoch_time_s") and cpu["summary"].get("steady_epoch_time_s") else "warmup"
         mine, theirs = s.get(f"{basis}_epoch_time_s"), cpu["summary"].get(f"{basis}_epoch_time_s")
         if mine and theirs:
@@ -165,13 +195,15 @@ class StepTimer(Callback):
 
 
 def train(device, data, epochs, batch_size, seed, verbose=0, build=None, validate=True):
-    """Train a fresh reference CNN on ``device``; return {'device', 'epochs': rows, 'summary', 'error'}.
+    """Train a fresh reference CNN on ``device``; return {'device', 'emulated', 'epochs': rows,
+    'summary', 'error'}; 'emulated' is True on the CUDA emulator, whose times are not a GPU's.
 
     Each row also carries 'step_times_ms' (every step of that epoch, see StepTimer).
     validate=False skips the test-set evaluation after each epoch (used by the sweep)."""
     x, y, xt, yt = data
     build = build or compiled_reference_cnn
-    result = {"device": device, "epochs": [], "summary": {"epochs": 0}, "error": None}
+    result = {"device": device, "emulated": device.startswith("cuda") and _cuda_emulated(),
+              "epochs": [], "summary": {"epochs": 0}, "error": None}
     if device.startswith("cuda"):
         ok, reason = _cuda_status()
         if not ok:
@@ -195,7 +227,9 @@ def train(device, data, epochs, batch_size, seed, verbose=0, build=None, validat
 
 def _sweep_row(label, device, threads, bs, result):
     last = result["epochs"][-1] if result.get("epochs") else {}
-    return {"label": label, "device": device, "threads": threads, "batch_size": bs,
+    emulated = bool(result.get("emulated"))
+    return {"label": f"{label} (emulated)" if emulated else label, "device": device, "emulated": emulated,
+            "threads": threads, "batch_size": bs,
             "images_per_s": last.get("images_per_s"), "step_time_ms_p50": last.get("step_time_ms_p50"),
             "epoch_time_s": last.get("epoch_time_s"), "error": result.get("error")}
 
@@ -206,9 +240,9 @@ def sweep(devices, data, batch_sizes, seed, epochs=2, threads=None, peers=()):
     is the warm-up. ``threads``: CPU thread counts to measure each CPU point at (the
     thread-scaling numbers; None: the count in force); GPU points run once. ``peers``:
     peer frameworks (gpuaccel.peers names) swept like the CPU, each point in a child process.
-    Returns rows {'label', 'device', 'threads', 'batch_size', 'images_per_s',
+    Returns rows {'label', 'device', 'emulated', 'threads', 'batch_size', 'images_per_s',
     'step_time_ms_p50', 'epoch_time_s', 'error'}; 'label' names the column ('cpu', or
-    'cpu 1 thr' when several thread counts are swept)."""
+    'cpu 1 thr' when several thread counts are swept, 'cuda (emulated)' on the emulator)."""
     import gpuaccel as ga
 
     rows = []
@@ -297,20 +331,22 @@ def format_summary(results, markdown=False):
     speed = speedups(results)
     headers = ["device", "epochs", "warm-up s", "steady epoch s", "steady step ms p50",
                "steady images/s", "final test acc"]
-    if speed:
+    with_speedup = bool(speed) or any(r.get("emulated") for r in results)
+    if with_speedup:
         headers.append("speedup vs cpu")
     cells = []
     for r in results:
         s = r.get("summary", {})
         if r.get("error"):
-            row = [r["device"], "failed"] + ["-"] * (len(headers) - 2)
+            row = [device_label(r), "failed"] + ["-"] * (len(headers) - 2)
         else:
-            row = [r["device"], str(s.get("epochs", 0)), _fmt(s.get("warmup_epoch_time_s"), ".2f"),
+            row = [device_label(r), str(s.get("epochs", 0)), _fmt(s.get("warmup_epoch_time_s"), ".2f"),
                    _fmt(s.get("steady_epoch_time_s"), ".2f"), _fmt(s.get("steady_step_time_ms_p50"), ".1f"),
                    _fmt(s.get("steady_images_per_s"), ",.0f"), _fmt(s.get("final_val_accuracy"), ".4f")]
-            if speed:
+            if with_speedup:
                 sp = speed.get(r["device"])
-                row.append("1.00x (baseline)" if r["device"] == "cpu" else
+                row.append("n/a (emulated)" if r.get("emulated") else
+                           "1.00x (baseline)" if r["device"] == "cpu" else
                            "-" if sp is None else
                            f"{sp['speedup']:.2f}x" + (" (warm-up)" if sp["basis"] == "warmup" else ""))
         cells.append(row)
@@ -329,11 +365,14 @@ def machine_lines(d):
                      f"GEMM {build.get('gemm_isa')}, {build.get('num_threads')} threads")
     v = cuda.get("versions") or {}
     for dev in cuda.get("devices", []):
+        if cuda.get("emulated"):
+            lines.append(f"cuda:{dev.get('index')}: {dev.get('name')} -- {EMULATED_NOTE}")
+            continue
         lines.append(f"GPU {dev.get('index')}: {dev.get('name')}, compute capability "
                      f"{dev.get('compute_capability', '?')}; {dev.get('code_detail', '')}")
     if cuda.get("available"):
         lines.append(f"CUDA runtime {v.get('runtime', '?')}, driver {v.get('driver', '?')}, "
-                     f"cuBLAS {v.get('cublas', '?')}")
+                     f"cuBLAS {v.get('cublas', '?')}" + (" (all emulated)" if cuda.get("emulated") else ""))
     else:
         lines.append(f"CUDA: not used ({cuda.get('diagnosis') or cuda.get('reason') or 'unavailable'})")
     return lines
@@ -433,12 +472,17 @@ def format_markdown(report):
     note = busy_note(s)
     if note:
         out += [f"> **Note:** {note}", ""]
+    emulated = [device_label(r) for r in report["devices"] if r.get("emulated")]
+    if emulated:
+        out += [f"> **Note:** {', '.join(emulated)}: {EMULATED_DEVICE}.", ""]
     out += ["## Machine", ""]
     out += [f"- {line}" for line in machine_lines(report["info"])]
     for skipped in report.get("skipped_devices", []):
         out.append(f"- {skipped['device']} not measured: {skipped['reason']}")
     for r in report["devices"] + report.get("peers", []):
-        out += ["", f"## {r['device']}", ""]
+        out += ["", f"## {device_label(r)}", ""]
+        if r.get("emulated"):
+            out += [f"*{EMULATED_NOTE}*", ""]
         if r.get("error"):
             out.append(f"Failed: {r['error']}")
         else:
@@ -564,7 +608,7 @@ def main(argv=None):
     devices = [d.strip() for d in args.device.split(",") if d.strip()] if args.device else default_devices()
     skipped = []
     if not args.device and "cuda" not in devices:
-        skipped.append({"device": "cuda", "reason": _cuda_status()[1]})
+        skipped.append({"device": "cuda", "reason": _cuda_skip_reason()})
     threads = _threads(args.threads)
     load = [_load_average()]
     snap = cpu_snapshot()
@@ -581,7 +625,9 @@ def main(argv=None):
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     results = []
     for device in devices:
-        say(f"\n== {device}: {len(data[0])} images, batch {args.batch_size}, {args.epochs} epoch(s) ==")
+        emulated = device.startswith("cuda") and _cuda_emulated()
+        say(f"\n== {device}{' (emulated)' if emulated else ''}: {len(data[0])} images, batch {args.batch_size}, "
+            f"{args.epochs} epoch(s){' -- ' + EMULATED_NOTE if emulated else ''} ==")
         result = train(device, data, args.epochs, args.batch_size, args.seed, verbose=verbose)
         results.append(result)
         if result["error"]:
@@ -601,7 +647,8 @@ def main(argv=None):
         sweep_rows = sweep(devices, sweep_data, args.batch_sizes, args.seed, threads=args.sweep_threads,
                            peers=PEER_NAMES if args.peers else ())
         say(format_sweep(sweep_rows))
-        gpus = [d for d in devices if d.startswith("cuda")]
+        # no crossover with the emulator: its images/s are the CPU's, not a GPU's
+        gpus = [r["device"] for r in results if r["device"].startswith("cuda") and not r["emulated"]]
         if "cpu" in devices and gpus:
             from .plots import crossover
 
@@ -635,6 +682,9 @@ def main(argv=None):
     }
     json_path, md_path = write_report(args.out, report, plots=not args.no_plots)
     print("\nSummary (steady state = mean of epochs after the first)\n" + format_summary(results + peer_results))
+    for r in results:
+        if r.get("emulated"):
+            print(f"{device_label(r)}: {EMULATED_DEVICE}")
     note = busy_note(report["settings"])
     if note:
         print(f"\nnote: {note}")

@@ -14,10 +14,13 @@ import re
 import threading
 import warnings
 
-__all__ = ["is_available", "unavailable_reason", "device_count", "get_device_properties",
+__all__ = ["is_available", "unavailable_reason", "is_emulated", "device_count", "get_device_properties",
            "compiled_archs", "versions", "synchronize", "CudaArchWarning"]
 
 NOT_BUILT = "gpuaccel was built without CUDA (no nvcc at build time)"
+EMULATOR_ARCH = "emulator"  # compiled_archs() of the GPUACCEL_CUDA_EMU build
+EMULATED_CODE = ("no GPU code: the CUDA kernels were compiled with the host compiler and run on "
+                 "the CPU emulator of the CUDA execution model (GPUACCEL_CUDA_EMU=1)")
 
 
 class CudaArchWarning(RuntimeWarning):
@@ -74,6 +77,14 @@ def is_available():
 def unavailable_reason():
     """'' when CUDA is available, else why not (not built, no cuBLAS, no driver, old driver, no GPU)."""
     return _probe()[1]
+
+
+def is_emulated():
+    """True when gpuaccel._cuda is the CPU emulator build (GPUACCEL_CUDA_EMU=1): the CUDA
+    kernels run on the CPU, so results are checked but timings are not a GPU's."""
+    mod = _module()
+    # builds from before the emulator have no EMULATED constant: they are real
+    return mod is not None and getattr(mod, "EMULATED", 0) == 1
 
 
 def device_count():
@@ -133,12 +144,15 @@ def _arch_number(name):
 
 
 def code_for(major, minor, archs=None):
-    """('native' | 'ptx-jit' | 'none', detail) for a GPU of compute capability major.minor.
+    """('native' | 'ptx-jit' | 'none' | 'emulated', detail) for a GPU of compute capability
+    major.minor ('emulated': the emulator build, whose compiled_archs() is ['emulator']).
 
     A cubin for sm_XY runs natively on the same major with a minor >= Y (an 'a'
     variant only on exactly XY); otherwise the driver JIT-compiles PTX of a
     compute_ version <= the GPU's, which costs start-up time and often speed."""
     archs = compiled_archs() if archs is None else archs
+    if EMULATOR_ARCH in archs:
+        return "emulated", EMULATED_CODE
     cc = (major, minor)
     native = [a for a in archs if a.startswith("sm_") and _arch_number(a)
               and (_arch_number(a) == cc if a.endswith("a") else
@@ -156,6 +170,8 @@ def code_for(major, minor, archs=None):
 
 def _warn_arch(index):
     """Warn once per compute capability when the GPU must run JIT-compiled PTX."""
+    if is_emulated():
+        return  # the emulator runs the host-compiled kernels: there is no sm to match
     try:
         props = get_device_properties(index)
     except Exception:

@@ -123,13 +123,20 @@ def _sass_runs(arch, major, minor):
     return n[0] == major and n[1] <= minor
 
 
+EMULATED_NOTE = "EMULATED: correctness only, timings are not GPU timings"
+EMULATED_BUILT_FOR = "CPU emulator of the CUDA execution model (GPUACCEL_CUDA_EMU=1)"
+
+
 def code_for_device(major, minor, archs):
     """Say which code in the binary a GPU of compute capability major.minor would run.
 
     Returns (kind, detail) with kind one of 'native' (a SASS cubin for this major and a
     minor <= the device's: binary compatible), 'ptx-jit' (the driver compiles PTX of an
-    older or equal virtual architecture at load time) or 'none'.
+    older or equal virtual architecture at load time), 'none', or 'emulated' (the
+    emulator build, archs ['emulator']: no GPU code at all).
     """
+    if "emulator" in archs:
+        return "emulated", "no GPU code: host-compiled kernels on the CPU emulator"
     cc = (major, minor)
     sass = [a for a in archs if _sass_runs(a, major, minor)]
     if sass:
@@ -171,7 +178,7 @@ def _diagnose(reason, cuda_module_error):
 
 def _cuda():
     """Everything gpuaccel.cuda can tell, each call guarded."""
-    out = {"built": False, "available": False, "reason": "", "diagnosis": "",
+    out = {"built": False, "available": False, "emulated": False, "reason": "", "diagnosis": "",
            "compiled_archs": [], "versions": {}, "devices": [],
            "nvcc": shutil.which("nvcc"), "nvidia_smi": shutil.which("nvidia-smi")}
     out["nvcc_version"], _ = _try(_nvcc_version, out["nvcc"])
@@ -195,6 +202,8 @@ def _cuda():
     archs, _ = call("compiled_archs", default=[])
     out["compiled_archs"] = list(archs or [])
     out["built"] = bool(out["compiled_archs"])
+    emulated, _ = call("is_emulated", default=False)
+    out["emulated"] = emulated is True
     versions, _ = call("versions", default={})
     out["versions"] = dict(versions or {})
     available, err = call("is_available", default=False)
@@ -285,11 +294,15 @@ def format_info(d):
                                       + (f" (OMP_NUM_THREADS={d['omp_num_threads_env']})"
                                          if d.get("omp_num_threads_env") else ""))])
     v = cuda.get("versions") or {}
+    emu = cuda.get("emulated")
+    # the emulator's versions are the CUDA it imitates, not software on this machine
+    fake = " (emulated)" if emu else ""
     rows = [("built", "yes" if cuda.get("built") else "no"),
-            ("available", "yes" if cuda["available"] else "no"),
-            ("built for", " ".join(cuda["compiled_archs"]) or "- (no CUDA code in this build)"),
-            ("runtime", v.get("runtime") or "-"),
-            ("driver", v.get("driver") or "- (none loaded)"),
+            ("available", "no" if not cuda["available"] else "yes (the CPU emulator, not a GPU)" if emu else "yes"),
+            ("built for", EMULATED_BUILT_FOR if emu else
+             " ".join(cuda["compiled_archs"]) or "- (no CUDA code in this build)"),
+            ("runtime", (v.get("runtime") or "-") + fake),
+            ("driver", (v.get("driver") + fake) if v.get("driver") else "- (none loaded)"),
             ("cuBLAS", v.get("cublas") or "-"),
             ("nvcc", (f"{cuda['nvcc_version']} ({cuda['nvcc']})" if cuda.get("nvcc_version") else
                       cuda.get("nvcc") or "not on PATH"))]
@@ -300,6 +313,11 @@ def format_info(d):
             rows.append((f"GPU {dev['index']}", f"error: {dev['error']}"))
             continue
         cc = dev.get("compute_capability") or f"{dev.get('major', '?')}.{dev.get('minor', '?')}"
+        if emu:  # named as a device, not a GPU, so nobody reads it as one
+            rows.append((f"cuda:{dev['index']}", f"{dev.get('name', '?')} -- {EMULATED_NOTE}"))
+            rows.append(("  emulates", (f"compute capability {cc}, {dev.get('multiprocessors', '?')} SMs, "
+                                        f"{_gib(dev.get('total_memory'))}")))
+            continue
         rows.append((f"GPU {dev['index']}", (f"{dev.get('name', '?')}, compute capability {cc}, "
                                              f"{dev.get('multiprocessors', '?')} SMs, {_gib(dev.get('total_memory'))}")))
         if "code_detail" in dev:

@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from .bench import device_label
+
 # One colour per run, the same in every plot of a report.
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 
@@ -97,7 +99,7 @@ def plot_epoch_time(report):
         epochs = [row["epoch"] for row in r["epochs"]]
         times = [row["epoch_time_s"] for row in r["epochs"]]
         x = np.array(epochs) + (i - (len(runs) - 1) / 2) * width
-        bars = ax.bar(x, times, width * 0.95, color=_color(report, r["device"]), label=r["device"])
+        bars = ax.bar(x, times, width * 0.95, color=_color(report, r["device"]), label=device_label(r))
         for bar, row in zip(bars, r["epochs"]):
             if row.get("warmup"):
                 bar.set_hatch("//")
@@ -134,7 +136,7 @@ def plot_step_time(report):
                 continue
             pos += 1
             positions.append(pos)
-            labels.append(f"{r['device']}\n{part}")
+            labels.append(f"{device_label(r)}\n{part}")
             if times:
                 box = ax.boxplot([times], positions=[pos], widths=0.6, whis=(5, 95), showfliers=True,
                                  patch_artist=True, flierprops={"markersize": 2, "alpha": 0.4})
@@ -205,7 +207,9 @@ def plot_batch_sweep(report):
             ax.annotate(f"{r['images_per_s']:,.0f}", (r["batch_size"], r["images_per_s"]),
                         textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
     failed = [r for r in report.get("sweep", []) if r.get("error")]
-    gpus = [d for d in devices if d.startswith("cuda")]
+    # the emulator's images/s are the CPU's: no CPU/GPU crossover to mark with it
+    gpus = [d for d in devices if d.startswith("cuda")
+            and not any(r.get("emulated") for r in sweep if r["device"] == d)]
     if "cpu" in devices and gpus:
         main = report.get("settings", {}).get("threads")
         cross = crossover([r for r in sweep if r["device"] != "cpu" or r.get("threads") in (None, main)],
@@ -216,8 +220,10 @@ def plot_batch_sweep(report):
                 fontsize=8, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
     elif sweep:
         why = sorted({f"{r['device']}: {r['error']}" for r in failed}
-                     | {f"{r['device']}: {r['reason']}" for r in report.get("skipped_devices", [])})
-        text = "no crossover to mark: only " + ", ".join(devices) + " measured"
+                     | {f"{r['device']}: {r['reason']}" for r in report.get("skipped_devices", [])}
+                     | {f"{r['label']}: the CUDA emulator is not a GPU" for r in sweep if r.get("emulated")})
+        emulated = [d for d in devices if d.startswith("cuda") and d not in gpus]
+        text = "no crossover to mark: only " + ", ".join(d for d in devices if d not in emulated) + " measured"
         ax.text(0.02, 0.96, _wrap(text + ("\n" + "; ".join(why) if why else ""), 100),
                 transform=ax.transAxes, va="top", fontsize=7, color="dimgray")
     if sweep:
@@ -246,7 +252,7 @@ def plot_accuracy(report):
     for r in runs:
         rows = [row for row in r["epochs"] if "val_accuracy" in row]
         ax.plot([row["epoch"] for row in rows], [100 * row["val_accuracy"] for row in rows], "o-",
-                color=_color(report, r["device"]), label=r["device"])
+                color=_color(report, r["device"]), label=device_label(r))
         last = rows[-1]
         ax.annotate(f"{100 * last['val_accuracy']:.1f} %", (last["epoch"], 100 * last["val_accuracy"]),
                     textcoords="offset points", xytext=(4, -10), fontsize=8)
@@ -270,6 +276,9 @@ def plot_speedup(report):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     runs = _runs(report)
+    # the emulator is left out: its ratio to the CPU is no GPU speedup
+    emulated = [r for r in runs if r.get("emulated")]
+    runs = [r for r in runs if not r.get("emulated")]
     cpu = next((r for r in runs if r["device"] == "cpu"), None)
 
     def rate(r):
@@ -288,9 +297,11 @@ def plot_speedup(report):
         ax.axhline(1.0, color="black", lw=0.8)
         ax.set_ylim(0, max(values) * 1.25)
         missing = _failed_note(report)
-        if missing:
-            ax.text(0.02, 0.97, "not measured:\n" + missing, transform=ax.transAxes, va="top",
-                    fontsize=7, color="dimgray")
+        left_out = [f"{device_label(r)}: the CUDA emulator is not a GPU" for r in emulated]
+        text = "\n".join((["not measured:", missing] if missing else [])
+                         + (["left out:"] + left_out if left_out else []))
+        if text:
+            ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", fontsize=7, color="dimgray")
         steady = all(r.get("summary", {}).get("steady_images_per_s") for r in runs)
         basis = "steady epochs, warm-up excluded" if steady else "epoch 1 only, warm-up included"
         ax.set_xlabel(f"run (images/s over the {basis})")

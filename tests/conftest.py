@@ -1,7 +1,10 @@
 """Shared fixtures and tolerances for the gpuaccel test suite.
 
 - `device`: every op test runs once per device, 'cpu' and 'cuda'. The CUDA case skips,
-  saying why (gpuaccel.cuda.unavailable_reason()), where no usable GPU is present.
+  saying why (gpuaccel.cuda.unavailable_reason()), where no usable GPU is present. On the
+  CUDA emulator (GPUACCEL_CUDA_EMU build) it runs: correctness is what the emulator checks.
+- `real_gpu`: for the few tests only real hardware can answer (timings, the SASS compiled
+  for the present GPU, driver versions): skips on the emulator as well, saying so.
 - Tolerances: fp32 results are checked against float64 references elementwise with
   |out - ref| <= rtol * absref + atol, where absref is the same computation on absolute
   values (so cancellation does not make the test flaky) and rtol grows with the reduction
@@ -59,6 +62,32 @@ def cuda_device():
     reason = _cuda_skip_reason()
     if reason:
         pytest.skip(reason)
+    return "cuda"
+
+
+def cuda_emulated():
+    """True when gpuaccel._cuda is the CPU emulator build (gpuaccel.cuda.is_emulated())."""
+    try:
+        from gpuaccel import cuda
+
+        return bool(cuda.is_emulated())
+    except Exception:
+        return False
+
+
+def emulator_skip_reason(what="it runs the kernels on the CPU: no GPU timings, no SASS, no driver"):
+    """The skip message of a test that only real hardware can answer; `what` says why."""
+    return f"needs a real GPU: the CUDA emulator cannot answer this ({what})"
+
+
+@pytest.fixture
+def real_gpu():
+    """For tests that need a real GPU, not merely a working 'cuda' device."""
+    reason = _cuda_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    if cuda_emulated():
+        pytest.skip(emulator_skip_reason())
     return "cuda"
 
 

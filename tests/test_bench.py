@@ -102,6 +102,7 @@ def fake_run(monkeypatch):
     monkeypatch.setattr(bench, "compiled_reference_cnn",
                         lambda device, seed=0: FakeModel(device, 2.0 if device == "cpu" else 0.5))
     monkeypatch.setattr(bench, "_cuda_status", lambda: (True, ""))
+    monkeypatch.setattr(bench, "_cuda_emulated", lambda: False)  # a fake real GPU, also on the emulator
 
 
 def test_main_with_fake_model_two_devices(tmp_path, fake_run, capsys):

@@ -3,7 +3,8 @@
 Where nvcc was present at build time the CUDA module must exist; on a machine
 without a GPU, CUDA must report itself unavailable with a reason and asking for
 device='cuda' must raise a clear Python error, never crash. Where a GPU is
-present the same calls must report it."""
+present the same calls must report it. The CUDA emulator build (GPUACCEL_CUDA_EMU=1)
+must load without nvcc or a GPU and say everywhere that it is an emulator."""
 import os
 import re
 import subprocess
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import gpuaccel as ga
+from conftest import cuda_emulated, emulator_skip_reason
 from gpuaccel import cuda
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,6 +42,10 @@ def _gpu_present():
 
 
 def _cuda_module():
+    if cuda_emulated():  # built with the host compiler: neither nvcc nor a GPU is needed
+        import gpuaccel._cuda as m
+
+        return m
     if _env_flag("GPUACCEL_SKIP_CUDA"):
         pytest.skip("GPUACCEL_SKIP_CUDA is set: CPU-only build")
     if not _nvcc_present():
@@ -70,6 +76,8 @@ def test_backend_capsule_is_named():
 
 def test_compiled_archs_lists_native_code_and_ptx():
     _cuda_module()
+    if cuda_emulated():
+        pytest.skip(emulator_skip_reason("the GPU code nvcc compiled: the emulator build carries none"))
     archs = cuda.compiled_archs()
     assert archs, "the CUDA module reports no architectures"
     assert all(re.fullmatch(r"(sm|compute)_\d+[a-z]?", a) for a in archs), archs
@@ -89,6 +97,8 @@ def test_compiled_archs_lists_native_code_and_ptx():
 
 def test_versions():
     _cuda_module()
+    if cuda_emulated():
+        pytest.skip(emulator_skip_reason("the versions of a real CUDA runtime, driver and cuBLAS"))
     v = cuda.versions()
     assert set(v) >= {"runtime", "driver", "cublas"}
     assert re.fullmatch(r"\d+\.\d+", v["runtime"])
@@ -108,7 +118,9 @@ def test_probe_shape():
 def test_availability_matches_the_machine():
     reason = cuda.unavailable_reason()
     assert isinstance(reason, str)
-    if _gpu_present() and cuda.compiled_archs():
+    if cuda_emulated():  # the emulated device is there on any machine
+        assert cuda.is_available() and reason == "" and cuda.device_count() >= 1
+    elif _gpu_present() and cuda.compiled_archs():
         assert cuda.is_available(), f"a GPU is present but CUDA is unavailable: {reason}"
         assert reason == ""
         assert cuda.device_count() >= 1
@@ -154,7 +166,7 @@ def test_resolve_bad_device_strings():
     assert ga._device.resolve("cpu") == "cpu"
 
 
-@pytest.mark.skipif(cuda.is_available(), reason="a GPU is present")
+@pytest.mark.skipif(cuda.is_available(), reason="CUDA is available (a GPU or the CUDA emulator)")
 def test_cuda_requests_raise_instead_of_crashing():
     a = np.ones((4, 3), np.float32)
     with pytest.raises(RuntimeError, match="not available"):
@@ -162,6 +174,24 @@ def test_cuda_requests_raise_instead_of_crashing():
     with pytest.raises(RuntimeError, match="not available"):
         ga.ops.matmul(a, a.T.copy(), device="cuda")
     assert ga.devices() == ["cpu"]
+
+
+def test_the_emulator_says_it_is_one():
+    """The emulator build's contract with gpuaccel.cuda, info and bench (issue 11)."""
+    if not cuda_emulated():
+        pytest.skip("not the CUDA emulator build (GPUACCEL_CUDA_EMU=1)")
+    import warnings
+
+    p = cuda.get_device_properties(0)
+    assert "emulator" in p["name"] and "not a GPU" in p["name"]
+    assert cuda.compiled_archs() == ["emulator"]
+    assert cuda.code_for(p["major"], p["minor"])[0] == "emulated"
+    assert cuda.versions()["cublas"].endswith("-emulated")
+    assert "cuda:0" in ga.devices()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cuda.CudaArchWarning)  # 'emulator' is no sm to warn about
+        cuda._warned.clear()
+        cuda._backend_capsule()
 
 
 # ----------------------------------------------------------- import never fails

@@ -6,6 +6,10 @@ micro-tile (MR x NR = 8x32, 6x16, 4x8), k past the KC block (256-384), m past th
 block (~336), n past the NC block (4096), single rows and columns, all four transposes,
 alpha/beta, k = 0, and the CNN's own GEMM shapes. Tolerance: rtol_for(k) (1e-4 growing
 with sqrt(k)) against |a| @ |b|, so cancellation cannot make a test flaky.
+
+The second half runs on every device and kernel variant ('auto', 'ref', 'cublas'): the
+alpha == 0 / k == 0 scaling path, the shape sweep, each tile configuration of the CUDA
+kernel (128x128, 64x64, split-K, chosen from the device's SM count) and misaligned operands.
 """
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ import pytest
 import gpuaccel as ga
 from gpuaccel import _C, ops
 
-from conftest import assert_close, assert_matches_cpu, f32, rtol_for, run_on
+from conftest import assert_close, assert_matches_cpu, f32, rtol_for, run_on, to_numpy
 
 ISAS = ["avx512", "avx2", "generic"]
 
@@ -207,3 +211,263 @@ def test_gemm_devices_agree(device, rng, m, n, k, ta, tb):
     assert_close(out, ref, absref, rtol_for(k), what=f"gemm on {device}")
     if cpu is not None:
         assert_matches_cpu(out, cpu, absref, what=f"gemm on {device}")
+
+
+# ============================================================================
+# Every device and every kernel variant. The tests above force the CPU's micro-kernels;
+# those below run once per device ('cpu', 'cuda') and kernel ('auto', 'ref', 'cublas'),
+# so on a GPU (or the CUDA emulator) they reach the tiled kernels, the split-K reduction,
+# the reference kernel, cuBLAS and the scaling kernel. The CPU refuses kernel='cublas'.
+# ============================================================================
+
+KERNEL_VARIANTS = ["auto", "ref", "cublas"]
+
+
+@pytest.fixture(params=KERNEL_VARIANTS)
+def kernel(request, device):
+    """The kernel variant; skips, with the library's reason, where the device refuses it."""
+    try:
+        ops.matmul(np.ones((1, 1), np.float32), np.ones((1, 1), np.float32), device=device, kernel=request.param)
+    except ValueError as e:
+        pytest.skip(f"kernel={request.param!r} refused on {device}: {e}")
+    return request.param
+
+
+# --- alpha == 0 or k == 0: c = beta * c, a and b not read ---------------------------------
+#
+# The library's semantics (core/backend.h: c = alpha op(a) op(b) + beta c; "beta == 0
+# overwrites c (NaNs in c are not kept)"), with BLAS's rule for the degenerate product, as
+# both backends implement it (gemm_cpu.c scale_c, gemm_cuda.cu scale_matrix): when k == 0
+# or alpha == 0 the product term is absent, not 0 * op(a) op(b), so NaN or Inf in a or b
+# does not reach c; c becomes beta * c, exactly, and zeros when beta == 0 (whatever c held).
+
+
+def _scaled(c, beta, m, n):
+    if c is None or beta == 0.0:
+        return np.zeros((m, n), np.float32)
+    return (np.float32(beta) * c).astype(np.float32)
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+@pytest.mark.parametrize("m,n", [(1, 1), (7, 13), (64, 64), (129, 70)])
+def test_gemm_alpha_zero_scales_c(device, kernel, rng, m, n, beta):
+    k = 11
+    for ta, tb in TRANS:
+        a, b = operands(rng, m, n, k, ta, tb)
+        a.flat[::3] = np.nan  # not read when alpha == 0
+        b.flat[::2] = np.inf
+        c = f32(rng.standard_normal((m, n)))
+        c[0, 0] = np.nan  # kept unless beta == 0
+        c[-1, -1] = -np.inf
+        for alpha in (0.0, -0.0):
+            out = ops.matmul(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, c=c, device=device, kernel=kernel)
+            np.testing.assert_array_equal(to_numpy(out), _scaled(c, beta, m, n),
+                                          err_msg=f"alpha={alpha} beta={beta} ta={ta} tb={tb} kernel={kernel}")
+        # no c: beta is 0 and the (uninitialised) output is overwritten with zeros
+        out = ops.matmul(a, b, trans_a=ta, trans_b=tb, alpha=0.0, device=device, kernel=kernel)
+        np.testing.assert_array_equal(to_numpy(out), np.zeros((m, n), np.float32))
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+@pytest.mark.parametrize("m,n", [(1, 1), (4, 6), (33, 70)])
+def test_gemm_k_zero_scales_c(device, kernel, rng, m, n, beta):
+    for ta, tb in TRANS:
+        a = np.zeros((0, m) if ta else (m, 0), np.float32)
+        b = np.zeros((n, 0) if tb else (0, n), np.float32)
+        c = f32(rng.standard_normal((m, n)))
+        c[0, -1] = np.nan
+        for alpha in (1.0, 2.5):
+            out = ops.matmul(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, c=c, device=device, kernel=kernel)
+            np.testing.assert_array_equal(to_numpy(out), _scaled(c, beta, m, n),
+                                          err_msg=f"k=0 alpha={alpha} beta={beta} ta={ta} tb={tb} kernel={kernel}")
+        out = ops.matmul(a, b, trans_a=ta, trans_b=tb, device=device, kernel=kernel)
+        np.testing.assert_array_equal(to_numpy(out), np.zeros((m, n), np.float32))
+
+
+def test_gemm_beta_zero_overwrites_nan_every_kernel(device, kernel, rng):
+    """beta == 0 with alpha != 0: c is written, never read (NaN and Inf in c do not leak)."""
+    for m, n, k in [(19, 37, 11), (70, 45, 1100)]:
+        a, b = operands(rng, m, n, k, False, True)
+        c = np.full((m, n), np.nan, np.float32)
+        c[::2] = np.inf
+        out = ops.matmul(a, b, trans_b=True, beta=0.0, c=c, device=device, kernel=kernel)
+        ref, absref = reference(a, b, False, True)
+        assert_close(out, ref, absref, rtol_for(k), what=f"gemm {kernel} on {device} beta=0 over NaN")
+
+
+# --- the shape sweep, for every kernel variant ---------------------------------------------
+
+# (m, n, k): 1x1, odd sizes (leading dimensions not multiples of 4: the scalar loads),
+# multiples of 4 (the vector loads), single rows and columns, k past the CPU's KC block,
+# and k >= 1024 with few output tiles (split-K on a GPU with more than 4 SMs).
+VARIANT_SHAPES = [
+    (1, 1, 1),
+    (1, 1, 7),
+    (2, 3, 4),
+    (7, 13, 5),
+    (9, 33, 17),
+    (17, 31, 257),
+    (64, 64, 64),
+    (68, 72, 36),
+    (100, 1, 50),
+    (1, 100, 50),
+    (129, 127, 385),
+    (65, 66, 1100),
+]
+
+
+@pytest.mark.parametrize("ta,tb", TRANS, ids=["nn", "tn", "nt", "tt"])
+@pytest.mark.parametrize("m,n,k", VARIANT_SHAPES, ids=[f"{m}x{n}x{k}" for m, n, k in VARIANT_SHAPES])
+def test_gemm_variants_shapes(device, kernel, rng, m, n, k, ta, tb):
+    a, b = operands(rng, m, n, k, ta, tb)
+    out = ops.matmul(a, b, trans_a=ta, trans_b=tb, device=device, kernel=kernel)
+    ref, absref = reference(a, b, ta, tb)
+    assert_close(out, ref, absref, rtol_for(k), what=f"gemm {kernel} on {device} {m}x{n}x{k} ta={ta} tb={tb}")
+    c = f32(rng.standard_normal((m, n)))
+    out = ops.matmul(a, b, trans_a=ta, trans_b=tb, alpha=-0.75, beta=0.5, c=c, device=device, kernel=kernel)
+    ref, absref = reference(a, b, ta, tb, -0.75, 0.5, c)
+    assert_close(out, ref, absref, rtol_for(k), atol=1e-30,
+                 what=f"gemm {kernel} on {device} {m}x{n}x{k} ta={ta} tb={tb} alpha=-0.75 beta=0.5")
+
+
+# --- the tile configurations of the CUDA 'auto' kernel (gemm_cuda.cu gemm_fast) ----------
+#
+# 128x128 tiles when ceil(m/128) ceil(n/128) >= the SM count; otherwise 64x64 tiles, with
+# split-K when ceil(m/64) ceil(n/64) < SMs and k >= 1024 (splits = min(ceil(2 SMs / tiles),
+# k / 256, 64), used when >= 2). The shapes are computed from the device's SM count; the
+# CPU runs them for an H200's count (132), which also keeps them honest there.
+
+NOMINAL_SMS = 132
+
+
+def _sm_count(device):
+    if device == "cpu":
+        return NOMINAL_SMS
+    return int(ga.cuda.get_device_properties(0)["multiprocessors"])
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _cuda_tiles(m, n, k, sms):
+    """gemm_fast's choice, mirrored: '128x128', '64x64' or 'split-k'."""
+    if _cdiv(m, 128) * _cdiv(n, 128) >= sms:
+        return "128x128"
+    tiles = _cdiv(m, 64) * _cdiv(n, 64)
+    splits = min(_cdiv(2 * sms, tiles), k // 256, 64) if tiles < sms and k >= 1024 else 1
+    return "split-k" if splits >= 2 else "64x64"
+
+
+ONE_PASS = [(1.0, 0.0)]        # beta == 0: c is written, not read
+BETA_PASS = [(0.5, -1.25)]     # beta != 0: c is read in the epilogue (or the split-K reduction)
+BOTH = ONE_PASS + BETA_PASS
+
+
+def _tile_case(name, sms):
+    """(m, n, k, ta, tb, expected branch, [(alpha, beta)]) for `name` on a device with `sms` SMs.
+    The 128x128 cases are the biggest of the file (about 2e7 to 9e7 multiply-adds on 132 SMs,
+    slow on the emulator), so each runs once, with one of the two epilogues."""
+    tm = max(1, int(np.ceil(np.sqrt(sms))))
+    tn = max(1, _cdiv(sms, tm))
+    cases = {
+        # just enough 128x128 tiles (partial edge tiles); lda, ldb, ldc multiples of 4: vector loads
+        "128-vec-nn": (128 * tm - 4, 128 * tn - 8, 40, False, False, "128x128", ONE_PASS),
+        "128-vec-tn": (128 * tm - 4, 128 * tn - 8, 16, True, False, "128x128", BETA_PASS),
+        # odd m, n, k (k past one 8-deep slab): scalar loads, scalar c stores
+        "128-scalar-tt": (128 * tm - 3, 128 * tn - 1, 13, True, True, "128x128", BETA_PASS),
+        "128-scalar-nt": (128 * tm - 3, 128 * tn - 1, 9, False, True, "128x128", ONE_PASS),
+        # one 128x128 tile short of the SM count: the 64x64 tiles, a wide grid
+        "64-below-128": (128, 128 * (sms - 1), 8, False, False, "64x64", BETA_PASS),
+        "64-vec": (124, 120, 300, False, False, "64x64", BOTH),
+        "64-scalar": (127, 121, 301, True, False, "64x64", BOTH),
+        "64-k1023": (100, 90, 1023, False, True, "64x64", BOTH),  # k one short of split-K
+        "splitk-k1024": (64, 64, 1024, False, False, "split-k", BOTH),
+        "splitk-scalar": (63, 61, 1100, True, False, "split-k", BOTH),  # m n odd: unaligned slices
+        "splitk-tt": (130, 70, 2000, True, True, "split-k", BOTH),      # several tiles
+        "splitk-many": (40, 24, 8 * 2048 + 3, False, True, "split-k", BOTH),  # the 64-split cap
+    }
+    return cases[name]
+
+
+TILE_CASES = ["128-vec-nn", "128-vec-tn", "128-scalar-tt", "128-scalar-nt", "64-below-128", "64-vec",
+              "64-scalar", "64-k1023", "splitk-k1024", "splitk-scalar", "splitk-tt", "splitk-many"]
+
+
+@pytest.mark.parametrize("case", TILE_CASES)
+def test_gemm_tile_branches(device, rng, case):
+    sms = _sm_count(device)
+    m, n, k, ta, tb, branch, passes = _tile_case(case, sms)
+    if m <= 0 or n <= 0:
+        pytest.skip(f"with {sms} SM(s) there is no {m}x{n} shape for the {branch} branch")
+    if _cuda_tiles(m, n, k, sms) != branch:
+        pytest.skip(f"with {sms} SMs, {m}x{n}x{k} takes the {_cuda_tiles(m, n, k, sms)} branch, not {branch}")
+    a, b = operands(rng, m, n, k, ta, tb)
+    c = f32(rng.standard_normal((m, n)))
+    for alpha, beta in passes:
+        cc = c if beta != 0.0 else None
+        out = ops.matmul(a, b, trans_a=ta, trans_b=tb, alpha=alpha, beta=beta, c=cc, device=device)
+        ref, absref = reference(a, b, ta, tb, alpha, beta, cc)
+        assert_close(out, ref, absref, rtol_for(k), atol=1e-30,
+                     what=f"gemm {case} ({branch}, {sms} SMs) {m}x{n}x{k} ta={ta} tb={tb} beta={beta} on {device}")
+
+
+def test_gemm_tile_cases_reach_every_branch():
+    """The case table reaches each branch for an H200's SM count and for small and odd ones."""
+    for sms in (NOMINAL_SMS, 2, 7, 16, 108, 144):
+        got = set()
+        for name in TILE_CASES:
+            m, n, k, _, _, branch, _ = _tile_case(name, sms)
+            if m > 0 and n > 0 and _cuda_tiles(m, n, k, sms) == branch:
+                got.add(branch)
+        assert got == {"128x128", "64x64", "split-k"}, f"{sms} SMs: only {sorted(got)}"
+    m, n, k = _tile_case("128-vec-nn", NOMINAL_SMS)[:3]
+    assert (m, n, k) == (1532, 1400, 40) and _cdiv(m, 128) * _cdiv(n, 128) == 132
+
+
+# --- misaligned operands: the non-vector loads ----------------------------------------------
+
+
+def _offset_view(arr, offset=1):
+    """A C-contiguous copy of arr that starts `offset` floats into a 64-byte aligned buffer."""
+    buf = np.empty(arr.size + offset + 16, np.float32)
+    start = (-buf.ctypes.data % 64) // 4 + offset
+    view = buf[start:start + arr.size].reshape(arr.shape)
+    view[...] = arr
+    assert view.flags.c_contiguous and view.ctypes.data % 16 == 4 * (offset % 4)
+    return view
+
+
+@pytest.mark.parametrize("ta,tb", TRANS, ids=["nn", "tn", "nt", "tt"])
+def test_gemm_misaligned_views(device, kernel, rng, ta, tb):
+    """a, b and c start one float past a 16-byte boundary. The CPU kernels get these pointers
+    as they are; ops.matmul copies a NumPy input to a fresh (aligned) device buffer, so on a
+    GPU the misaligned operand is test_gemm_misaligned_weights_in_parameter_block's."""
+    for m, n, k in [(68, 72, 36), (9, 33, 17), (65, 66, 1100)]:
+        a, b = operands(rng, m, n, k, ta, tb)
+        c = f32(rng.standard_normal((m, n)))
+        av, bv, cv = _offset_view(a), _offset_view(b), _offset_view(c)
+        out = ops.matmul(av, bv, trans_a=ta, trans_b=tb, alpha=1.5, beta=-0.5, c=cv, device=device, kernel=kernel)
+        ref, absref = reference(a, b, ta, tb, 1.5, -0.5, c)
+        assert_close(out, ref, absref, rtol_for(k), what=f"gemm {kernel} on {device} misaligned {m}x{n}x{k}")
+        np.testing.assert_array_equal(cv, c)  # c is an input: not written
+
+
+def test_gemm_misaligned_weights_in_parameter_block(device, rng):
+    """A GEMM operand one float past a 16-byte boundary on the device itself: the flat parameter
+    block packs each layer's weights right after the previous layer's, so the third Dense
+    layer's W (8, 4) starts at float 49. Its forward GEMM has lda = ldb = 4 and ldc = 8, so
+    only the pointer rules out the vector loads."""
+    model = ga.models.Sequential([ga.layers.Dense(5), ga.layers.Dense(4), ga.layers.Dense(8)], input_shape=(4, 1, 1))
+    model.compile(device=device)
+    w_off = model._net.layer_info()[2][1]
+    assert w_off % 4 == 1, f"the layout changed (W3 at float {w_off}): pick layer sizes that misalign it again"
+    ws = [f32(rng.standard_normal(w.shape)) for w in model.get_weights()]
+    model.set_weights(ws)
+    x = f32(rng.standard_normal((300, 4)))
+    h, habs = x.astype(np.float64), np.abs(x.astype(np.float64))
+    for w, bias in zip(ws[::2], ws[1::2]):
+        h = h @ w.T.astype(np.float64) + bias
+        habs = habs @ np.abs(w.T.astype(np.float64)) + np.abs(bias)
+    out = model.predict(x.reshape(300, 4, 1, 1))
+    assert_close(out, h, habs, 3 * rtol_for(5), what=f"3 Dense layers on {device}")

@@ -548,7 +548,7 @@ def test_extreme_layer_sizes_raise_cleanly():
 # GPUs: missing here; failing where present
 # ----------------------------------------------------------------------------
 
-needs_no_cuda = pytest.mark.skipif(cuda_available(), reason="a usable GPU is present")
+needs_no_cuda = pytest.mark.skipif(cuda_available(), reason="CUDA is available (a GPU or the CUDA emulator)")
 
 
 @needs_no_cuda

@@ -599,6 +599,120 @@ def test_softmax_cross_entropy_finite_differences(device):
     assert_close(d, num, np.abs(num) + 1e-3 / 4, 1e-4, atol=1e-7, what="dlogits vs finite differences")
 
 
+# --- the argmax behind the 'correct' count (stats[1]: the accuracy of evaluate and fit) ---
+#
+# One rule on both devices, NumPy's: np.argmax treats NaN as the maximum, so the first NaN
+# wins; otherwise the first maximum wins ties. ops.softmax_cross_entropy returns only
+# (loss, dlogits), and Model.evaluate refuses non-finite inputs, so the count is read here
+# from the C network's evaluate on a model with no parameters (Flatten only): its logits
+# are the input rows exactly, and it runs the same backend softmax_xent as every step.
+
+
+def _logits_model(device, classes):
+    model = ga.models.Sequential([ga.layers.Flatten()], input_shape=(classes, 1, 1))
+    model.compile(device=device)
+    np.testing.assert_array_equal(model.predict(np.arange(classes, dtype=np.float32).reshape(1, classes, 1, 1)),
+                                  np.arange(classes, dtype=np.float32)[None])  # logits == input
+    return model._net
+
+
+def _correct(net, rows, labels):
+    rows = f32(rows)
+    _, correct = net.evaluate(rows.reshape(rows.shape[0], rows.shape[1], 1, 1), np.asarray(labels, np.int32))
+    return int(correct)
+
+
+def _argmax_rows(classes, g):
+    """(name, row) pairs: NaN first/middle/last, several NaNs (also in one lane, j and j + 32),
+    all NaN, NaN beside +inf, +inf, -inf, all -inf, ties (in one lane and across lanes), -0 vs 0."""
+    k = classes
+    base = g.standard_normal(k).astype(np.float32)
+    rows = [("random", base.copy())]
+
+    def put(name, **at):
+        r = base.copy()
+        for pos, v in at.items():
+            r[int(pos[1:]) % k] = v
+        rows.append((name, r))
+
+    mid, last = k // 2, k - 1
+    put("nan-first", p0=np.nan)
+    put("nan-middle", **{f"p{mid}": np.nan})
+    put("nan-last", **{f"p{last}": np.nan})
+    if k > 2:
+        put("nans-middle-last", **{f"p{mid}": np.nan, f"p{last}": np.nan})
+        put("nan-after-inf", **{f"p{mid - 1}": np.inf, f"p{mid}": np.nan})
+        put("inf-after-nan", **{f"p{mid - 1}": np.nan, f"p{mid}": np.inf})
+    if k > 33:
+        put("nans-one-lane", **{"p1": np.nan, "p33": np.nan})          # lane 1 holds both
+        put("nans-two-lanes", **{"p2": np.nan, "p33": np.nan})         # lane 1's index is larger
+        put("ties-one-lane", **{"p3": 50.0, "p35": 50.0})
+        put("ties-two-lanes", **{"p5": 50.0, "p36": 50.0, "p4": 49.0})
+    rows.append(("all-nan", np.full(k, np.nan, np.float32)))
+    put("inf-middle", **{f"p{mid}": np.inf})
+    put("infs", **{f"p{last}": np.inf, f"p{mid}": np.inf})
+    put("neg-inf", p0=-np.inf)
+    rows.append(("all-neg-inf", np.full(k, -np.inf, np.float32)))
+    neg = np.full(k, -np.inf, np.float32)
+    neg[last] = -3.0e38
+    rows.append(("neg-inf-then-finite", neg))
+    rows.append(("all-equal", np.full(k, 1.5, np.float32)))
+    put("tie-last-two", **{f"p{last - 1}": 40.0, f"p{last}": 40.0})
+    z = np.zeros(k, np.float32)
+    z[0] = -0.0
+    rows.append(("neg-zero-ties-zero", z))
+    return rows
+
+
+@pytest.mark.parametrize("classes", [1, 2, 3, 10, 31, 32, 33, 64, 70])
+def test_softmax_cross_entropy_argmax_is_numpys(device, classes):
+    """The correct count is that of np.argmax on the rows, on every device (NaN first)."""
+    net = _logits_model(device, classes)
+    rows = _argmax_rows(classes, np.random.default_rng(56 + classes))
+    names = [n for n, _ in rows]
+    logits = np.stack([r for _, r in rows])
+    expect = np.argmax(logits, axis=1)
+    for name, row, e in zip(names, logits, expect):
+        if _correct(net, row[None], [e]) != 1:
+            got = [j for j in range(classes) if _correct(net, row[None], [j]) == 1]
+            pytest.fail(f"{device}, {classes} classes, row {name} {row.tolist()}: argmax {got}, np.argmax {e}")
+    # The whole batch at once (warps take several rows each), and labels that must all miss.
+    assert _correct(net, logits, expect) == len(rows)
+    if classes > 1:
+        assert _correct(net, logits, (expect + 1) % classes) == 0
+
+
+def test_softmax_cross_entropy_argmax_many_rows(device):
+    """Hundreds of rows with NaN and ties in random places: the count equals np.argmax's."""
+    g = np.random.default_rng(57)
+    n, k = 700, 45
+    logits = np.round(g.standard_normal((n, k)) * 2).astype(np.float32)  # many ties
+    logits[g.random((n, k)) < 0.03] = np.nan
+    logits[g.random((n, k)) < 0.02] = np.inf
+    logits[g.random((n, k)) < 0.02] = -np.inf
+    labels = g.integers(0, k, size=n)
+    labels[: n // 2] = np.argmax(logits[: n // 2], axis=1)
+    net = _logits_model(device, k)
+    assert _correct(net, logits, labels) == int(np.sum(np.argmax(logits, axis=1) == labels))
+
+
+def test_evaluate_accuracy_matches_argmax_of_predict(device):
+    """Through the public API: Model.evaluate's accuracy is np.argmax(model.predict(x)) == y,
+    for logits that tie and that overflow to +-inf (finite weights and inputs)."""
+    model = ga.models.Sequential([ga.layers.Dense(5)], input_shape=(2, 1, 1))
+    model.compile(device=device)
+    w = np.array([[1, 0], [1, 0], [0, 1], [3e38, 0], [-3e38, 0]], np.float32)
+    model.set_weights([w, np.zeros(5, np.float32)])
+    x = np.array([[0, 0], [0, -1], [0, 1], [1, 0], [2, 0], [-2, 0], [2, 5], [1e-3, 1e-3]], np.float32)
+    x = x.reshape(-1, 2, 1, 1)
+    z = model.predict(x)
+    assert np.isposinf(z[4, 3]) and np.isposinf(z[5, 4]) and z[0].tolist() == [0, 0, 0, 0, 0]
+    pred = np.argmax(z, axis=1)
+    for y in (pred, (pred + 1) % 5, np.arange(8) % 5, np.zeros(8, np.int64)):
+        _, acc = model.evaluate(x, y)
+        assert acc == pytest.approx(float(np.mean(pred == y))), f"labels {y.tolist()}, np.argmax {pred.tolist()}"
+
+
 # ============================================================================
 # dropout
 # ============================================================================

@@ -124,8 +124,9 @@ typedef struct ga_backend {
 
     /* --- softmax cross-entropy over logits (n, classes), labels int32 in [0, classes)
      * (the caller checks the range). stats (2 floats, device): [0] += sum of the
-     * n losses, [1] += number of rows whose argmax is the label. dlogits (may be
-     * NULL) = (softmax - onehot) * grad_scale. */
+     * n losses, [1] += number of rows whose argmax is the label (np.argmax's rule: the
+     * first NaN, else the first maximum). dlogits (may be NULL) = (softmax - onehot) *
+     * grad_scale. */
     ga_status (*softmax_xent)(float *stats, float *dlogits, const float *logits,
                               const int32_t *labels, int64_t n, int64_t classes,
                               float grad_scale);

@@ -25,10 +25,12 @@ ga_status ga_softmax_xent_cpu(float *stats, float *dlogits, const float *logits,
             bad_label = i;
             continue;
         }
+        /* argmax, NumPy's rule (np.argmax), the same on the GPU: a NaN is the maximum,
+         * so the first NaN wins; otherwise the first maximum wins ties. */
         int64_t best = 0;
         float zmax = z[0];
-        for (int64_t j = 1; j < classes; j++)
-            if (z[j] > zmax) { /* first maximum wins ties, as on the GPU */
+        for (int64_t j = 1; j < classes && !isnan(zmax); j++)
+            if (isnan(z[j]) || z[j] > zmax) {
                 zmax = z[j];
                 best = j;
             }

@@ -208,7 +208,7 @@ ga_status ga_im2col_cuda(float *col, const float *x, const ga_conv_shape *s)
     GA_CHECK_PTR(x, total);
     cudaStream_t st;
     GA_TRY(ga_cuda_stream(&st));
-    im2col_kernel<<<ga_cuda_blocks(total, kThreads), kThreads, 0, st>>>(col, x, geo(s));
+    GA_LAUNCH(ga_cuda_blocks(total, kThreads), kThreads, 0, st, im2col_kernel)(col, x, geo(s));
     GA_CUDA_LAUNCH("im2col_kernel");
     return GA_OK;
 }
@@ -229,7 +229,7 @@ ga_status ga_conv2d_forward_cuda(float *y, float *col, float *ws, const float *x
     cudaStream_t st;
     GA_TRY(ga_cuda_stream(&st));
     if (variant == GA_VARIANT_REF) {
-        conv_forward_ref_kernel<<<ga_cuda_blocks(s->k * npq, kThreads), kThreads, 0, st>>>(
+        GA_LAUNCH(ga_cuda_blocks(s->k * npq, kThreads), kThreads, 0, st, conv_forward_ref_kernel)(
             y, x, w, b, relu, g);
         GA_CUDA_LAUNCH("conv_forward_ref_kernel");
         return GA_OK;
@@ -238,7 +238,7 @@ ga_status ga_conv2d_forward_cuda(float *y, float *col, float *ws, const float *x
         return ga_fail(GA_ERR_VALUE, "conv2d: NULL workspace");
     GA_TRY(ga_im2col_cuda(col, x, s));
     GA_TRY(ga_gemm_cuda(ws, w, col, 0, 0, s->k, npq, crs, crs, npq, npq, 1.0f, 0.0f, variant));
-    conv_epilogue_kernel<<<ga_cuda_blocks(s->k * npq, kThreads), kThreads, 0, st>>>(y, ws, b, relu, g);
+    GA_LAUNCH(ga_cuda_blocks(s->k * npq, kThreads), kThreads, 0, st, conv_epilogue_kernel)(y, ws, b, relu, g);
     GA_CUDA_LAUNCH("conv_epilogue_kernel");
     return GA_OK;
 }
@@ -265,11 +265,11 @@ ga_status ga_conv2d_backward_cuda(float *dx, float *dw, float *db, float *ws, co
         if (npq > 0 && !x)
             return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL x");
         if (dw) {
-            conv_dw_ref_kernel<<<ga_cuda_blocks(s->k * crs, kThreads), kThreads, 0, st>>>(dw, db, x, dy, g);
+            GA_LAUNCH(ga_cuda_blocks(s->k * crs, kThreads), kThreads, 0, st, conv_dw_ref_kernel)(dw, db, x, dy, g);
             GA_CUDA_LAUNCH("conv_dw_ref_kernel");
         }
         if (dx && nx > 0) {
-            conv_dx_ref_kernel<<<ga_cuda_blocks(nx, kThreads), kThreads, 0, st>>>(dx, w, dy, g);
+            GA_LAUNCH(ga_cuda_blocks(nx, kThreads), kThreads, 0, st, conv_dx_ref_kernel)(dx, w, dy, g);
             GA_CUDA_LAUNCH("conv_dx_ref_kernel");
         }
         return GA_OK;
@@ -278,20 +278,20 @@ ga_status ga_conv2d_backward_cuda(float *dx, float *dw, float *db, float *ws, co
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL workspace or col");
     float *dyt = ws, *dcol = ws ? ws + s->k * npq : NULL;
     if (npq > 0) {
-        transpose_dy_kernel<<<ga_cuda_blocks(s->k * npq, kThreads), kThreads, 0, st>>>(dyt, dy, g);
+        GA_LAUNCH(ga_cuda_blocks(s->k * npq, kThreads), kThreads, 0, st, transpose_dy_kernel)(dyt, dy, g);
         GA_CUDA_LAUNCH("transpose_dy_kernel");
     }
     /* dw (k, crs) = dyt (k, npq) * col^T; npq == 0 gives zeros */
     if (dw)
         GA_TRY(ga_gemm_cuda(dw, dyt, col, 0, 1, s->k, crs, npq, npq, npq, crs, 1.0f, 0.0f, variant));
     if (db) {
-        row_sum_kernel<<<(unsigned)s->k, kThreads, 0, st>>>(db, dyt, npq);
+        GA_LAUNCH((unsigned)s->k, kThreads, 0, st, row_sum_kernel)(db, dyt, npq);
         GA_CUDA_LAUNCH("row_sum_kernel");
     }
     if (dx && nx > 0) {
         /* dcol (crs, npq) = w^T (crs, k) * dyt (k, npq) */
         GA_TRY(ga_gemm_cuda(dcol, w, dyt, 1, 0, crs, npq, s->k, crs, npq, npq, 1.0f, 0.0f, variant));
-        col2im_kernel<<<ga_cuda_blocks(nx, kThreads), kThreads, 0, st>>>(dx, dcol, g);
+        GA_LAUNCH(ga_cuda_blocks(nx, kThreads), kThreads, 0, st, col2im_kernel)(dx, dcol, g);
         GA_CUDA_LAUNCH("col2im_kernel");
     }
     return GA_OK;

@@ -3,7 +3,7 @@
  * point (the twins of csrc/cpu/, same names and argument order as backend.h).
  *
  * Error policy: every CUDA / cuBLAS call goes through GA_CUDA / GA_CUBLAS and
- * every launch is followed by GA_CUDA_LAUNCH; a failure becomes ga_fail(...)
+ * every launch (GA_LAUNCH) is followed by GA_CUDA_LAUNCH; a failure becomes ga_fail(...)
  * with the call text and the error name. Nothing here exits or aborts. */
 #ifndef GA_CUDA_COMMON_H
 #define GA_CUDA_COMMON_H
@@ -13,6 +13,19 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+
+/* Every kernel launch is written once for both builds:
+ *     GA_LAUNCH(grid, block, shared_bytes, stream, kernel)(args...);
+ * is kernel<<<grid, block, shared_bytes, stream>>>(args...) under nvcc, and a
+ * launch on the CPU emulator (csrc/cuda/emu/, GPUACCEL_CUDA_EMU=1) otherwise.
+ * The kernel comes last so a template's commas need no parentheses. */
+#ifdef __CUDACC__
+#define GA_LAUNCH(grid, block, shared_bytes, stream, ...) \
+    __VA_ARGS__<<<grid, block, shared_bytes, stream>>>
+#else
+#define GA_LAUNCH(grid, block, shared_bytes, stream, ...) \
+    ga_emu::launch(#__VA_ARGS__, grid, block, shared_bytes, stream, __VA_ARGS__)
+#endif
 
 extern "C" {
 #include "core/backend.h"

@@ -74,7 +74,7 @@ ga_status ga_bias_act_cuda(float *y, const float *b, int64_t rows, int64_t cols,
         return GA_OK;
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    bias_act_kernel<<<ga_cuda_blocks(rows * cols, kThreads), kThreads, 0, s>>>(y, b, rows, cols, relu);
+    GA_LAUNCH(ga_cuda_blocks(rows * cols, kThreads), kThreads, 0, s, bias_act_kernel)(y, b, rows, cols, relu);
     GA_CUDA_LAUNCH("bias_act_kernel");
     return GA_OK;
 }
@@ -89,7 +89,7 @@ ga_status ga_relu_forward_cuda(float *y, const float *x, int64_t n)
         return GA_OK;
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    relu_forward_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(y, x, n);
+    GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, relu_forward_kernel)(y, x, n);
     GA_CUDA_LAUNCH("relu_forward_kernel");
     return GA_OK;
 }
@@ -105,7 +105,7 @@ ga_status ga_relu_backward_cuda(float *dx, const float *y, const float *dy, int6
         return GA_OK;
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    relu_backward_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(dx, y, dy, n);
+    GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, relu_backward_kernel)(dx, y, dy, n);
     GA_CUDA_LAUNCH("relu_backward_kernel");
     return GA_OK;
 }
@@ -122,7 +122,7 @@ ga_status ga_sum_rows_cuda(float *out, const float *x, int64_t rows, int64_t col
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
     /* 128-thread blocks: more blocks (SMs) for the narrow matrices of dense layers */
-    sum_rows_kernel<<<ga_cuda_blocks(cols, 128), 128, 0, s>>>(out, x, rows, cols);
+    GA_LAUNCH(ga_cuda_blocks(cols, 128), 128, 0, s, sum_rows_kernel)(out, x, rows, cols);
     GA_CUDA_LAUNCH("sum_rows_kernel");
     return GA_OK;
 }
@@ -138,7 +138,7 @@ ga_status ga_mul_cuda(float *y, const float *a, const float *b, int64_t n)
         return GA_OK;
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    mul_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(y, a, b, n);
+    GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, mul_kernel)(y, a, b, n);
     GA_CUDA_LAUNCH("mul_kernel");
     return GA_OK;
 }
@@ -158,7 +158,7 @@ ga_status ga_dropout_forward_cuda(float *y, float *mask, const float *x, int64_t
     const float keep = 1.0f / (1.0f - rate); /* computed as on the CPU, bit for bit */
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    dropout_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(y, mask, x, n, rate, keep, seed);
+    GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, dropout_kernel)(y, mask, x, n, rate, keep, seed);
     GA_CUDA_LAUNCH("dropout_kernel");
     return GA_OK;
 }

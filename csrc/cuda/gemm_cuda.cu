@@ -243,21 +243,21 @@ ga_status launch_tiled(float *c, const float *a, const float *b, int ta, int tb,
         const float *ap = a + (ta ? m_off : m_off * lda);
         float *cp = c + m_off * ldc;
         dim3 grid((unsigned)((n + BN - 1) / BN), (unsigned)((mc + BM - 1) / BM), (unsigned)splits);
-#define GA_LAUNCH(TA_, TB_, V_)                                                                  \
-    sgemm_tiled<BM, BN, BK, TM, TN, TA_, TB_, V_><<<grid, kThreads, 0, stream>>>(                \
+#define LAUNCH_TILED(TA_, TB_, V_)                                                   \
+    GA_LAUNCH(grid, kThreads, 0, stream, sgemm_tiled<BM, BN, BK, TM, TN, TA_, TB_, V_>)(   \
         cp, ap, b, mc, n, k, kc, lda, ldb, ldc, c_split_stride, alpha, beta, c_vec)
         const int sel = (ta ? 4 : 0) | (tb ? 2 : 0) | (vec ? 1 : 0);
         switch (sel) {
-        case 0: GA_LAUNCH(false, false, false); break;
-        case 1: GA_LAUNCH(false, false, true); break;
-        case 2: GA_LAUNCH(false, true, false); break;
-        case 3: GA_LAUNCH(false, true, true); break;
-        case 4: GA_LAUNCH(true, false, false); break;
-        case 5: GA_LAUNCH(true, false, true); break;
-        case 6: GA_LAUNCH(true, true, false); break;
-        default: GA_LAUNCH(true, true, true); break;
+        case 0: LAUNCH_TILED(false, false, false); break;
+        case 1: LAUNCH_TILED(false, false, true); break;
+        case 2: LAUNCH_TILED(false, true, false); break;
+        case 3: LAUNCH_TILED(false, true, true); break;
+        case 4: LAUNCH_TILED(true, false, false); break;
+        case 5: LAUNCH_TILED(true, false, true); break;
+        case 6: LAUNCH_TILED(true, true, false); break;
+        default: LAUNCH_TILED(true, true, true); break;
         }
-#undef GA_LAUNCH
+#undef LAUNCH_TILED
         GA_CUDA_LAUNCH("sgemm_tiled");
     }
     return GA_OK;
@@ -293,7 +293,7 @@ ga_status gemm_fast(float *c, const float *a, const float *b, int ta, int tb, in
                                                   (int)splits, lda, ldb, n, m * n, 1.0f, 0.0f,
                                                   stream);
     if (st == GA_OK) {
-        splitk_reduce<<<ga_cuda_blocks(m * n, kThreads), kThreads, 0, stream>>>(
+        GA_LAUNCH(ga_cuda_blocks(m * n, kThreads), kThreads, 0, stream, splitk_reduce)(
             c, (const float *)ws, m, n, ldc, (int)splits, alpha, beta);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess)
@@ -341,7 +341,7 @@ ga_status ga_gemm_cuda(float *c, const float *a, const float *b, int trans_a, in
     cudaStream_t stream;
     GA_TRY(ga_cuda_stream(&stream));
     if (k == 0 || alpha == 0.0f) {
-        scale_matrix<<<ga_cuda_blocks(m * n, kThreads), kThreads, 0, stream>>>(c, m, n, ldc, beta);
+        GA_LAUNCH(ga_cuda_blocks(m * n, kThreads), kThreads, 0, stream, scale_matrix)(c, m, n, ldc, beta);
         GA_CUDA_LAUNCH("scale_matrix");
         return GA_OK;
     }
@@ -354,7 +354,7 @@ ga_status ga_gemm_cuda(float *c, const float *a, const float *b, int trans_a, in
     case GA_VARIANT_BLAS:
         return gemm_cublas(c, a, b, trans_a, trans_b, m, n, k, lda, ldb, ldc, alpha, beta);
     case GA_VARIANT_REF:
-        sgemm_ref<<<ga_cuda_blocks(m * n, kThreads), kThreads, 0, stream>>>(
+        GA_LAUNCH(ga_cuda_blocks(m * n, kThreads), kThreads, 0, stream, sgemm_ref)(
             c, a, b, trans_a, trans_b, m, n, k, lda, ldb, ldc, alpha, beta);
         GA_CUDA_LAUNCH("sgemm_ref");
         return GA_OK;

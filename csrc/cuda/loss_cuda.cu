@@ -1,7 +1,7 @@
 /* Softmax cross-entropy on the GPU, the twin of csrc/cpu/loss_cpu.c.
  *
  * One warp per row, the same arithmetic as the CPU (float differences from the
- * row maximum, exp/log in double, first maximum wins argmax ties). The whole
+ * row maximum, exp/log in double, argmax by np.argmax's rule). The whole
  * batch runs in ONE block so the batch sums are reduced in a fixed order and
  * added to stats by one thread: the reported loss is bit-for-bit repeatable run
  * after run (atomicAdd across blocks would not be). A batch is a few hundred
@@ -16,9 +16,18 @@ namespace {
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 
+/* argmax, NumPy's rule (np.argmax), the same on the CPU: a NaN is the maximum, so the
+ * first NaN wins; otherwise the first maximum wins ties. On (value, index) pairs this
+ * keeps the greater of a strict total order (NaN above every number; among NaNs and
+ * among equal values the lower index is greater), so the selection is commutative and
+ * associative: every lane of the butterfly ends with the same pair, whatever order the
+ * pairs meet in. (-inf, INT64_MAX) is its identity: any element of the row beats it. */
 __device__ __forceinline__ void better(float &v, int64_t &i, float v2, int64_t i2)
 {
-    if (v2 > v || (v2 == v && i2 < i)) {
+    const bool nan = std::isnan(v), nan2 = std::isnan(v2);
+    const bool take = (nan || nan2) ? nan2 && (!nan || i2 < i)
+                                    : v2 > v || (v2 == v && i2 < i);
+    if (take) {
         v = v2;
         i = i2;
     }
@@ -38,7 +47,7 @@ softmax_xent_kernel(float *__restrict__ stats, float *__restrict__ dlogits,
     for (int64_t row = warp; row < n; row += kWarps) {
         const float *z = logits + row * classes;
         const int32_t label = labels[row];
-        /* argmax, first maximum wins */
+        /* argmax by better()'s rule, starting from its identity */
         float zmax = -INFINITY;
         int64_t best = INT64_MAX;
         for (int64_t j = lane; j < classes; j += 32)
@@ -48,10 +57,9 @@ softmax_xent_kernel(float *__restrict__ stats, float *__restrict__ dlogits,
             const long long i2 = __shfl_xor_sync(0xffffffffu, (long long)best, off);
             better(zmax, best, v2, i2);
         }
-        if (best == INT64_MAX) { /* all NaN: the CPU keeps element 0 */
-            best = 0;
-            zmax = z[0];
-        }
+        /* classes >= 1, so lane 0 held a real element and best < classes: an all-NaN
+         * row gives (NaN, 0), as np.argmax and the CPU do. zmax is NaN for a row with
+         * a NaN, and its loss and dlogits are NaN, on both devices. */
         double sum = 0.0;
         for (int64_t j = lane; j < classes; j += 32)
             sum += exp((double)(z[j] - zmax));
@@ -106,7 +114,7 @@ ga_status ga_softmax_xent_cuda(float *stats, float *dlogits, const float *logits
         return GA_OK;
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    softmax_xent_kernel<<<1, kThreads, 0, s>>>(stats, dlogits, logits, labels, n, classes,
+    GA_LAUNCH(1, kThreads, 0, s, softmax_xent_kernel)(stats, dlogits, logits, labels, n, classes,
                                                grad_scale);
     GA_CUDA_LAUNCH("softmax_xent_kernel");
     return GA_OK;

@@ -185,7 +185,7 @@ ga_status ga_batchnorm_forward_cuda(float *y, float *save_mean, float *save_invs
         return ga_fail(GA_ERR_VALUE, "batchnorm: training needs at least one sample");
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    bn_forward_kernel<<<(unsigned)c, kBnThreads, 0, s>>>(y, save_mean, save_invstd, run_mean, run_var,
+    GA_LAUNCH((unsigned)c, kBnThreads, 0, s, bn_forward_kernel)(y, save_mean, save_invstd, run_mean, run_var,
                                                           x, gamma, beta, n, c, hw, momentum, eps,
                                                           training);
     GA_CUDA_LAUNCH("bn_forward_kernel");
@@ -210,7 +210,7 @@ ga_status ga_batchnorm_backward_cuda(float *dx, float *dgamma, float *dbeta, con
         return GA_OK;
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    bn_backward_kernel<<<(unsigned)c, kBnThreads, 0, s>>>(dx, dgamma, dbeta, dy, x, gamma, save_mean,
+    GA_LAUNCH((unsigned)c, kBnThreads, 0, s, bn_backward_kernel)(dx, dgamma, dbeta, dy, x, gamma, save_mean,
                                                            save_invstd, n, c, hw, training, need_sums);
     GA_CUDA_LAUNCH("bn_backward_kernel");
     return GA_OK;
@@ -227,7 +227,7 @@ ga_status ga_global_avgpool_forward_cuda(float *y, const float *x, int64_t nc, i
         return GA_OK;
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    gap_forward_kernel<<<ga_cuda_blocks(nc, kThreads), kThreads, 0, s>>>(y, x, nc, hw, 1.0f / (float)hw);
+    GA_LAUNCH(ga_cuda_blocks(nc, kThreads), kThreads, 0, s, gap_forward_kernel)(y, x, nc, hw, 1.0f / (float)hw);
     GA_CUDA_LAUNCH("gap_forward_kernel");
     return GA_OK;
 }
@@ -243,7 +243,7 @@ ga_status ga_global_avgpool_backward_cuda(float *dx, const float *dy, int64_t nc
         return GA_OK;
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    gap_backward_kernel<<<ga_cuda_blocks(nc * hw, kThreads), kThreads, 0, s>>>(dx, dy, nc, hw, 1.0f / (float)hw);
+    GA_LAUNCH(ga_cuda_blocks(nc * hw, kThreads), kThreads, 0, s, gap_backward_kernel)(dx, dy, nc, hw, 1.0f / (float)hw);
     GA_CUDA_LAUNCH("gap_backward_kernel");
     return GA_OK;
 }
@@ -259,7 +259,7 @@ ga_status ga_add_cuda(float *y, const float *a, const float *b, int64_t n)
         return GA_OK;
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    add_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(y, a, b, n);
+    GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, add_kernel)(y, a, b, n);
     GA_CUDA_LAUNCH("add_kernel");
     return GA_OK;
 }

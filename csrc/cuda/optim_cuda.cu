@@ -58,10 +58,10 @@ ga_status ga_sgd_update_cuda(float *w, float *vel, const float *g, int64_t n, fl
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
     if (momentum == 0.0f) {
-        sgd_plain_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(w, g, n, lr, weight_decay);
+        GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, sgd_plain_kernel)(w, g, n, lr, weight_decay);
         GA_CUDA_LAUNCH("sgd_plain_kernel");
     } else {
-        sgd_momentum_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(
+        GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, sgd_momentum_kernel)(
             w, vel, g, n, lr, momentum, weight_decay, nesterov);
         GA_CUDA_LAUNCH("sgd_momentum_kernel");
     }
@@ -85,7 +85,7 @@ ga_status ga_adam_update_cuda(float *w, float *m, float *v, const float *g, int6
     const float c2 = 1.0f / (1.0f - powf(beta2, (float)t));
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    adam_kernel<<<ga_cuda_blocks(n, kThreads), kThreads, 0, s>>>(w, m, v, g, n, lr, beta1, beta2,
+    GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, adam_kernel)(w, m, v, g, n, lr, beta1, beta2,
                                                                  eps, weight_decay, c1, c2);
     GA_CUDA_LAUNCH("adam_kernel");
     return GA_OK;

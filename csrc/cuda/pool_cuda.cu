@@ -82,7 +82,7 @@ ga_status ga_maxpool_forward_cuda(float *y, int32_t *arg, const float *x, const 
     GA_CHECK_PTR(x, total);
     cudaStream_t st;
     GA_TRY(ga_cuda_stream(&st));
-    maxpool_forward_kernel<<<ga_cuda_blocks(total, kThreads), kThreads, 0, st>>>(
+    GA_LAUNCH(ga_cuda_blocks(total, kThreads), kThreads, 0, st, maxpool_forward_kernel)(
         y, arg, x, planes, s->h, s->w, s->p, s->q, s->size, s->stride);
     GA_CUDA_LAUNCH("maxpool_forward_kernel");
     return GA_OK;
@@ -101,7 +101,7 @@ ga_status ga_maxpool_backward_cuda(float *dx, const float *dy, const int32_t *ar
     GA_CHECK_PTR(arg, total);
     cudaStream_t st;
     GA_TRY(ga_cuda_stream(&st));
-    maxpool_backward_kernel<<<ga_cuda_blocks(total, kThreads), kThreads, 0, st>>>(
+    GA_LAUNCH(ga_cuda_blocks(total, kThreads), kThreads, 0, st, maxpool_backward_kernel)(
         dx, dy, arg, planes, s->h, s->w, s->p, s->q, s->size, s->stride);
     GA_CUDA_LAUNCH("maxpool_backward_kernel");
     return GA_OK;

@@ -20,6 +20,11 @@ extern const ga_backend ga_cuda_backend; /* csrc/cuda/backend_cuda.cu */
 #ifndef GA_CUDA_ARCHS
 #define GA_CUDA_ARCHS ""
 #endif
+/* 1 when built against the CUDA emulator (setup.py, GPUACCEL_CUDA_EMU=1):
+ * Python labels the device and its timings as emulated. */
+#ifndef GA_CUDA_EMU
+#define GA_CUDA_EMU 0
+#endif
 
 #define CAPSULE_NAME "gpuaccel._cuda.backend"
 
@@ -188,7 +193,8 @@ static PyObject *py_versions(PyObject *self, PyObject *unused)
     if (cublasGetProperty(MAJOR_VERSION, &cb_major) == CUBLAS_STATUS_SUCCESS &&
         cublasGetProperty(MINOR_VERSION, &cb_minor) == CUBLAS_STATUS_SUCCESS &&
         cublasGetProperty(PATCH_LEVEL, &cb_patch) == CUBLAS_STATUS_SUCCESS)
-        cublas = PyUnicode_FromFormat("%d.%d.%d", cb_major, cb_minor, cb_patch);
+        cublas = PyUnicode_FromFormat("%d.%d.%d%s", cb_major, cb_minor, cb_patch,
+                                      GA_CUDA_EMU ? "-emulated" : "");
     else
         cublas = none();
     PyObject *driver = (derr == cudaSuccess && drv > 0) ? version_string(drv) : none();
@@ -244,6 +250,8 @@ static int exec_module(PyObject *m)
     if (PyModule_AddStringConstant(m, "CAPSULE_NAME", CAPSULE_NAME) < 0)
         return -1;
     if (PyModule_AddIntConstant(m, "BACKEND_ABI", GA_BACKEND_ABI) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "EMULATED", GA_CUDA_EMU) < 0)
         return -1;
     return 0;
 }
