@@ -5,6 +5,9 @@
   CUDA emulator (GPUACCEL_CUDA_EMU build) it runs: correctness is what the emulator checks.
 - `real_gpu`: for the few tests only real hardware can answer (timings, the SASS compiled
   for the present GPU, driver versions): skips on the emulator as well, saying so.
+- `GPUACCEL_TESTS=cuda` keeps only the tests that run CUDA code (the `device` fixture's
+  'cuda' case, `cuda_device`, `real_gpu`, or 'cuda' in the test's id): `make test-cuda-emu`
+  runs them on the emulator without repeating the CPU half of the suite.
 - Tolerances: fp32 results are checked against float64 references elementwise with
   |out - ref| <= rtol * absref + atol, where absref is the same computation on absolute
   values (so cancellation does not make the test flaky) and rtol grows with the reduction
@@ -45,6 +48,21 @@ def _cuda_skip_reason():
     except Exception as e:
         return f"gpuaccel.cuda.is_available() failed: {e!r}"
     return f"CUDA unavailable: {reason or '(no reason given)'}"
+
+
+def _runs_cuda(item):
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return (str(params.get("device", "")).startswith("cuda")
+            or {"cuda_device", "real_gpu"} & set(getattr(item, "fixturenames", ()))
+            or "cuda" in item.nodeid.lower())
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("GPUACCEL_TESTS", "").strip().lower() != "cuda":
+        return
+    keep = [it for it in items if _runs_cuda(it)]
+    config.hook.pytest_deselected(items=[it for it in items if not _runs_cuda(it)])
+    items[:] = keep
 
 
 @pytest.fixture(params=DEVICES)

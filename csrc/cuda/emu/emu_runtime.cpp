@@ -177,8 +177,9 @@ constexpr size_t kStackBytes = 64 * 1024;
 #endif
 
 #if defined(__x86_64__)
-/* Saves the callee-saved registers and the FP control words on the current
- * stack, stores its pointer in *save and continues on the stack `load`. */
+/* Saves the callee-saved registers on the current stack, stores its pointer in
+ * *save and continues on the stack `load`. The FP control words are not
+ * switched: device code never changes them. */
 extern "C" void ga_emu_swap(void **save, void *load);
 extern "C" void ga_emu_fiber_start(void);
 asm(".text\n"
@@ -188,10 +189,8 @@ asm(".text\n"
     ".type ga_emu_swap,@function\n"
     "ga_emu_swap:\n"
     "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
-    "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
     "  movq %rsp, (%rdi)\n"
     "  movq %rsi, %rsp\n"
-    "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
     "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
     "  ret\n"
     ".size ga_emu_swap, .-ga_emu_swap\n"
@@ -210,13 +209,7 @@ struct Context {
 };
 void context_init(Context *c, char *stack, size_t bytes, void (*fn)(void *), void *arg)
 {
-    uintptr_t top = ((uintptr_t)(stack + bytes)) & ~(uintptr_t)15;
-    uint64_t *sp = (uint64_t *)top;
-    uint32_t mxcsr = 0;
-    uint16_t fpucw = 0;
-    __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
-    __asm__ volatile("fnstcw %0" : "=m"(fpucw));
-    uint32_t csr[2] = {mxcsr, fpucw};
+    uint64_t *sp = (uint64_t *)(((uintptr_t)(stack + bytes)) & ~(uintptr_t)15);
     sp[-1] = (uint64_t)&ga_emu_fiber_start; /* popped by ret */
     sp[-2] = 0;                             /* rbp */
     sp[-3] = 0;                             /* rbx */
@@ -224,8 +217,7 @@ void context_init(Context *c, char *stack, size_t bytes, void (*fn)(void *), voi
     sp[-5] = (uint64_t)fn;                  /* r13 */
     sp[-6] = 0;                             /* r14 */
     sp[-7] = 0;                             /* r15 */
-    std::memcpy(&sp[-8], csr, 8);           /* mxcsr, x87 control word */
-    c->sp = &sp[-8];
+    c->sp = &sp[-7];
 }
 void context_switch(Context *from, Context *to) { ga_emu_swap(&from->sp, to->sp); }
 #else
@@ -251,100 +243,6 @@ void context_init(Context *c, char *stack, size_t bytes, void (*fn)(void *), voi
 void context_switch(Context *from, Context *to) { swapcontext(&from->uc, &to->uc); }
 #endif
 
-/* ------------------------------------------------------------------ blocks */
-
-enum class State : uint8_t { Ready, AtBarrier, AtWarp, Done };
-
-struct BlockRun;
-
-struct ThreadCtx {
-    ThreadView view;
-    int linear = 0;
-    State state = State::Ready;
-    bool started = false;
-    char *stack = nullptr;
-    Context ctx;
-    void *asan_fake = nullptr;
-    BlockRun *block = nullptr;
-    /* where it waits */
-    const char *file = "";
-    int line = 0;
-    /* its warp collective */
-    WarpOp op = WARP_SYNC;
-    unsigned mask = 0;
-    uint64_t value = 0, result = 0;
-    int arg = 0, width = 32;
-};
-
-/* Per host thread: fiber stacks, the scheduler's own context, the block
- * being run. Stacks of finished threads are reused, so a kernel without
- * barriers touches one stack. */
-struct Worker {
-    std::vector<char *> free_stacks;
-    std::vector<char *> dirty_stacks; /* of threads abandoned mid-run */
-    Context sched;
-    void *sched_fake = nullptr;
-    const void *sched_bottom = nullptr;
-    size_t sched_size = 0;
-    ThreadCtx *running = nullptr;
-    BlockRun *block = nullptr;
-    std::vector<ThreadCtx> threads; /* reused between blocks */
-
-    char *take_stack()
-    {
-        if (!dirty_stacks.empty()) {
-            char *s = dirty_stacks.back();
-            dirty_stacks.pop_back();
-#ifdef GA_EMU_ASAN
-            __asan_unpoison_memory_region(s, kStackBytes);
-#endif
-            return s;
-        }
-        if (!free_stacks.empty()) {
-            char *s = free_stacks.back();
-            free_stacks.pop_back();
-            return s;
-        }
-        /* a guard page below each stack: an overflow faults */
-        const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-        void *m = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED)
-            return nullptr;
-        mprotect(m, page, PROT_NONE);
-        return (char *)m + page;
-    }
-    ~Worker()
-    {
-        const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-        for (auto *v : {&free_stacks, &dirty_stacks})
-            for (char *s : *v) {
-#ifdef GA_EMU_ASAN
-                __asan_unpoison_memory_region(s, kStackBytes);
-#endif
-                munmap(s - page, kStackBytes + page);
-            }
-    }
-};
-
-thread_local Worker tls_worker;
-
-struct BlockRun {
-    const Launch *launch = nullptr;
-    uint3 idx{0, 0, 0};
-    int nthreads = 0;
-    ThreadCtx *threads = nullptr;
-    bool failed = false;
-};
-
-std::string where(const ThreadCtx *t)
-{
-    char buf[512];
-    const ThreadView &v = t->view;
-    snprintf(buf, sizeof buf, "kernel %s, block (%u,%u,%u), thread (%u,%u,%u)", t->block->launch->name,
-             v.block_idx.x, v.block_idx.y, v.block_idx.z, v.thread_idx.x, v.thread_idx.y, v.thread_idx.z);
-    return buf;
-}
-
 void asan_start(void **fake, const void *bottom, size_t size)
 {
 #ifdef GA_EMU_ASAN
@@ -362,45 +260,174 @@ void asan_finish(void *fake, const void **bottom_old, size_t *size_old)
 #endif
 }
 
-/* From an emulated thread back to the scheduler (for good when exiting). */
-void yield_to_scheduler(ThreadCtx *t, bool exiting)
+/* ------------------------------------------------------------------ blocks */
+
+enum class State : uint8_t { Ready, AtBarrier, AtWarp, Done };
+
+struct BlockRun;
+struct Worker;
+
+/* A stack to run emulated threads on. A fiber runs the not yet started threads
+ * of a round one after the other, in schedule order, with no switch between
+ * them; when one blocks (a barrier, a warp collective) the fiber stays with
+ * that thread and the scheduler takes another for the threads after it. So a
+ * block without barriers costs two switches, not two per thread. */
+struct Fiber {
+    Context ctx;
+    char *stack = nullptr;
+    void *asan_fake = nullptr;
+    Worker *worker = nullptr;
+};
+
+struct ThreadCtx {
+    ThreadView view;
+    int linear = 0;
+    State state = State::Ready;
+    Fiber *fiber = nullptr; /* the fiber it is suspended on (null: not started, or done) */
+    BlockRun *block = nullptr;
+    /* where it waits */
+    const char *file = "";
+    int line = 0;
+    /* its warp collective */
+    WarpOp op = WARP_SYNC;
+    unsigned mask = 0;
+    uint64_t value = 0, result = 0;
+    int arg = 0, width = 32;
+};
+
+struct BlockRun {
+    const Launch *launch = nullptr;
+    int nthreads = 0;
+    ThreadCtx *threads = nullptr;
+    const int *sequence = nullptr; /* this round's order */
+    int cursor = 0;                /* next position of the round */
+    int done = 0, at_barrier = 0, at_warp = 0;
+    bool failed = false;
+};
+
+void fiber_main(void *arg);
+
+/* Per host thread: its fibers, the scheduler's own context, the block being run. */
+struct Worker {
+    Context sched;
+    void *sched_fake = nullptr;
+    const void *sched_bottom = nullptr;
+    size_t sched_size = 0;
+    BlockRun *block = nullptr;
+    ThreadCtx *running = nullptr;
+    Fiber *went_idle = nullptr;   /* set by a fiber that has no thread to run */
+    std::vector<Fiber *> idle;    /* fibers parked between threads, reused by later blocks */
+    std::vector<Fiber *> dirty;   /* fibers abandoned with a thread's frames on them */
+    std::vector<Fiber *> all;
+    std::vector<ThreadCtx> threads; /* reused between blocks */
+    std::vector<int> sequence;
+
+    Fiber *take_fiber()
+    {
+        Fiber *f = nullptr;
+        if (!idle.empty()) {
+            f = idle.back();
+            idle.pop_back();
+            return f;
+        }
+        if (!dirty.empty()) {
+            f = dirty.back();
+            dirty.pop_back();
+#ifdef GA_EMU_ASAN
+            __asan_unpoison_memory_region(f->stack, kStackBytes);
+#endif
+        } else {
+            /* a guard page below each stack: an overflow faults */
+            const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+            void *m = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (m == MAP_FAILED)
+                return nullptr;
+            mprotect(m, page, PROT_NONE);
+            f = new Fiber;
+            f->stack = (char *)m + page;
+            f->worker = this;
+            all.push_back(f);
+        }
+        context_init(&f->ctx, f->stack, kStackBytes, fiber_main, f);
+        return f;
+    }
+    ~Worker()
+    {
+        const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        for (Fiber *f : all) {
+#ifdef GA_EMU_ASAN
+            __asan_unpoison_memory_region(f->stack, kStackBytes);
+#endif
+            munmap(f->stack - page, kStackBytes + page);
+            delete f;
+        }
+    }
+};
+
+thread_local Worker tls_worker;
+
+std::string where(const ThreadCtx *t)
 {
-    Worker &w = tls_worker;
-    asan_start(exiting ? nullptr : &t->asan_fake, w.sched_bottom, w.sched_size);
-    context_switch(&t->ctx, &w.sched);
-    asan_finish(t->asan_fake, nullptr, nullptr);
+    char buf[512];
+    const ThreadView &v = t->view;
+    snprintf(buf, sizeof buf, "kernel %s, block (%u,%u,%u), thread (%u,%u,%u)", t->block->launch->name,
+             v.block_idx.x, v.block_idx.y, v.block_idx.z, v.thread_idx.x, v.thread_idx.y, v.thread_idx.z);
+    return buf;
+}
+
+/* From a fiber back to the scheduler of its host thread. */
+void to_scheduler(Fiber *f)
+{
+    Worker *w = f->worker;
+    asan_start(&f->asan_fake, w->sched_bottom, w->sched_size);
+    context_switch(&f->ctx, &w->sched);
+    asan_finish(f->asan_fake, nullptr, nullptr);
 }
 
 void fiber_main(void *arg)
 {
-    ThreadCtx *t = (ThreadCtx *)arg;
-    Worker &w = tls_worker;
-    asan_finish(nullptr, &w.sched_bottom, &w.sched_size);
-    t->block->launch->body();
-    t->state = State::Done;
-    yield_to_scheduler(t, true);
+    Fiber *f = (Fiber *)arg;
+    Worker *w = f->worker;
+    asan_finish(nullptr, &w->sched_bottom, &w->sched_size);
+    const ThreadView **view = &current_view; /* fibers never change host thread */
+    for (;;) {
+        BlockRun *b = w->block;
+        while (b->cursor < b->nthreads) {
+            ThreadCtx *t = &b->threads[b->sequence[b->cursor]];
+            if (t->state != State::Ready) {
+                b->cursor++;
+                continue;
+            }
+            if (t->fiber)
+                break; /* a suspended thread is next: the scheduler resumes it */
+            b->cursor++;
+            t->fiber = f;
+            w->running = t;
+            *view = &t->view;
+            b->launch->body();
+            t->state = State::Done;
+            t->fiber = nullptr;
+            b->done++;
+        }
+        w->running = nullptr;
+        *view = nullptr;
+        w->went_idle = f;
+        to_scheduler(f);
+    }
 }
 
-void resume(ThreadCtx *t)
-{
-    Worker &w = tls_worker;
-    w.running = t;
-    current_view = &t->view;
-    asan_start(&w.sched_fake, t->stack, kStackBytes);
-    context_switch(&w.sched, &t->ctx);
-    asan_finish(w.sched_fake, nullptr, nullptr);
-    current_view = nullptr;
-    w.running = nullptr;
-}
+/* From an emulated thread to the scheduler; returns when it is resumed. */
+void block_here(ThreadCtx *t) { to_scheduler(t->fiber); }
 
 /* Marks the block failed (sticky error with `what`) and leaves the calling
- * emulated thread for good. */
+ * emulated thread for good: its fiber is abandoned with the block. */
 [[noreturn]] void abort_thread(ThreadCtx *t, const std::string &what)
 {
     fail_sticky(cudaErrorLaunchFailure, where(t) + ": " + what);
     t->block->failed = true;
     t->state = State::Done;
-    yield_to_scheduler(t, true);
+    t->block->done++;
+    block_here(t);
     __builtin_unreachable();
 }
 
@@ -511,6 +538,7 @@ bool release_warps(BlockRun &b, std::string *error)
                     u.result = b.threads[base + src].value;
                 }
                 u.state = State::Ready;
+                b.at_warp--;
                 done_lanes |= 1u << j;
             }
             released = true;
@@ -524,13 +552,15 @@ void run_block(const Launch &L, uint3 bidx, Order order, uint64_t seed)
 {
     Worker &w = tls_worker;
     const int n = (int)(L.block.x * L.block.y * L.block.z);
-    if ((int)w.threads.size() < n)
+    if ((int)w.threads.size() < n) {
         w.threads.resize(n);
+        w.sequence.resize(n);
+    }
     BlockRun b;
     b.launch = &L;
-    b.idx = bidx;
     b.nthreads = n;
     b.threads = w.threads.data();
+    b.sequence = w.sequence.data();
     w.block = &b;
     for (int i = 0; i < n; i++) {
         ThreadCtx &t = b.threads[i];
@@ -541,73 +571,67 @@ void run_block(const Launch &L, uint3 bidx, Order order, uint64_t seed)
         t.view.grid_dim = L.grid;
         t.linear = i;
         t.state = State::Ready;
-        t.started = false;
-        t.stack = nullptr;
+        t.fiber = nullptr;
         t.block = &b;
+        w.sequence[i] = order == Order::Reverse ? n - 1 - i : i;
     }
-    std::vector<int> sequence(n);
-    for (int i = 0; i < n; i++)
-        sequence[i] = order == Order::Reverse ? n - 1 - i : i;
     uint64_t rng = mix64(seed);
-    auto shuffle = [&]() {
-        for (int i = n - 1; i > 0; i--) {
-            rng = mix64(rng);
-            std::swap(sequence[i], sequence[rng % (uint64_t)(i + 1)]);
-        }
-    };
     std::string error;
     for (;;) {
-        if (order == Order::Random)
-            shuffle();
-        for (int i : sequence) {
-            ThreadCtx &t = b.threads[i];
-            if (t.state != State::Ready)
-                continue;
-            if (!t.started) {
-                t.stack = w.take_stack();
-                if (!t.stack) {
-                    error = where(&t) + ": no memory for the emulated thread's stack";
-                    goto out;
-                }
-                context_init(&t.ctx, t.stack, kStackBytes, fiber_main, &t);
-                t.started = true;
+        if (order == Order::Random) /* a new order every round */
+            for (int i = n - 1; i > 0; i--) {
+                rng = mix64(rng);
+                std::swap(w.sequence[i], w.sequence[rng % (uint64_t)(i + 1)]);
             }
-            resume(&t);
+        b.cursor = 0;
+        while (b.cursor < n) {
+            ThreadCtx *t = &b.threads[b.sequence[b.cursor]];
+            if (t->state != State::Ready) {
+                b.cursor++;
+                continue;
+            }
+            Fiber *f;
+            if (t->fiber) { /* resume a suspended thread */
+                b.cursor++;
+                f = t->fiber;
+                w.running = t;
+                current_view = &t->view;
+            } else if (!(f = w.take_fiber())) { /* a fiber for the threads from here on */
+                error = where(t) + ": no memory for an emulated thread's stack";
+                goto out;
+            }
+            w.went_idle = nullptr;
+            asan_start(&w.sched_fake, f->stack, kStackBytes);
+            context_switch(&w.sched, &f->ctx);
+            asan_finish(w.sched_fake, nullptr, nullptr);
+            current_view = nullptr;
+            w.running = nullptr;
+            if (w.went_idle)
+                w.idle.push_back(w.went_idle);
             if (b.failed)
                 goto out;
-            if (t.state == State::Done) {
-                w.free_stacks.push_back(t.stack);
-                t.stack = nullptr;
-            }
         }
-        int live = 0, at_barrier = 0;
-        const ThreadCtx *first = nullptr;
-        for (int i = 0; i < n; i++) {
-            const ThreadCtx &t = b.threads[i];
-            if (t.state == State::Done)
-                continue;
-            live++;
-            if (t.state == State::AtBarrier) {
-                at_barrier++;
-                if (!first)
-                    first = &t;
-            }
-        }
+        const int live = n - b.done;
         if (live == 0)
             break;
-        if (release_warps(b, &error))
+        if (b.at_warp > 0 && release_warps(b, &error))
             continue;
         if (!error.empty())
             goto out;
-        if (at_barrier == live) {
+        const ThreadCtx *first = nullptr;
+        for (int i = 0; i < n && !first && b.at_barrier > 0; i++)
+            if (b.threads[i].state == State::AtBarrier)
+                first = &b.threads[i];
+        if (b.at_barrier == live) {
             /* exited threads count as arrived, as on the hardware */
             for (int i = 0; i < n; i++) {
                 ThreadCtx &t = b.threads[i];
                 if (t.state != State::AtBarrier)
                     continue;
                 if (t.line != first->line || strcmp(t.file, first->file) != 0) {
+                    const std::string other = where(first);
                     error = where(&t) + " waits at __syncthreads " + site(t) + " while " +
-                            where(first).substr(where(first).find("thread (")) + " waits at " + site(*first) +
+                            other.substr(other.find("thread (")) + " waits at " + site(*first) +
                             " (divergent barrier: a hang or undefined on a GPU)";
                     goto out;
                 }
@@ -615,6 +639,7 @@ void run_block(const Launch &L, uint3 bidx, Order order, uint64_t seed)
             for (int i = 0; i < n; i++)
                 if (b.threads[i].state == State::AtBarrier)
                     b.threads[i].state = State::Ready;
+            b.at_barrier = 0;
             continue;
         }
         /* live threads wait, some at __syncthreads and some in warp collectives
@@ -636,9 +661,9 @@ out:
     }
     for (int i = 0; i < n; i++) {
         ThreadCtx &t = b.threads[i];
-        if (t.stack) /* abandoned mid-run: its frames are never unwound */
-            w.dirty_stacks.push_back(t.stack);
-        t.stack = nullptr;
+        if (t.fiber) /* abandoned mid-run: its frames are never unwound */
+            w.dirty.push_back(t.fiber);
+        t.fiber = nullptr;
     }
     w.block = nullptr;
 }
@@ -795,7 +820,7 @@ namespace {
 std::mutex g_api;  /* registries, queues, memory accounting */
 std::mutex g_exec; /* one drain at a time */
 std::vector<Device> g_devices;
-std::vector<CUstream_st *> g_default_streams;
+std::vector<std::unique_ptr<CUstream_st>> g_default_streams; /* the legacy stream of each device */
 std::map<uintptr_t, Allocation> g_allocs; /* by data pointer */
 std::map<uintptr_t, size_t> g_pinned;
 std::set<cudaStream_t> g_streams;
@@ -814,7 +839,7 @@ void init_locked()
     const int n = env_int("GPUACCEL_EMU_DEVICES", 1, 1, 64);
     g_devices.resize(n);
     for (int d = 0; d < n; d++)
-        g_default_streams.push_back(new CUstream_st{d, cudaStreamDefault, ++g_stream_ids});
+        g_default_streams.emplace_back(new CUstream_st{d, cudaStreamDefault, ++g_stream_ids});
 }
 void init()
 {
@@ -968,7 +993,7 @@ cudaStream_t resolve_locked(cudaStream_t s)
 {
     init_locked();
     if (s == nullptr)
-        return g_default_streams[tls_device];
+        return g_default_streams[tls_device].get();
     return g_streams.count(s) ? s : nullptr;
 }
 
@@ -1001,7 +1026,8 @@ void syncthreads(const char *file, int line)
     t->state = State::AtBarrier;
     t->file = file;
     t->line = line;
-    yield_to_scheduler(t, false);
+    t->block->at_barrier++;
+    block_here(t);
 }
 
 uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int width, const char *file, int line)
@@ -1019,7 +1045,8 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
     t->arg = arg;
     t->width = width;
     t->state = State::AtWarp;
-    yield_to_scheduler(t, false);
+    t->block->at_warp++;
+    block_here(t);
     return t->result;
 }
 
