@@ -1,6 +1,6 @@
 # gpuaccel: the two entry points of the README, and the checks around them.
 #   make run   install everything and run the main job (CPU vs GPU on Fashion-MNIST)
-#   make test  install everything and run the whole test suite
+#   make test  install everything and run the whole test suite (CUDA tests on the emulator too)
 PY      ?= python3
 PIP     ?= $(PY) -m pip
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -16,6 +16,7 @@ data:
 	  || echo "warning: could not apt-get install dataset-fashion-mnist; the loader will try to download"; fi
 
 deps: data
+	@command -v c++ >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq g++)
 	$(PIP) install -q --upgrade "pip>=23" "setuptools>=77" wheel "numpy>=2.0" "pytest>=7" "hypothesis>=6" matplotlib nbclient nbformat ipykernel pytest-benchmark
 
 install: deps
@@ -24,8 +25,11 @@ install: deps
 run: install
 	$(PY) -m gpuaccel.bench --out $(OUT)
 
+# The whole suite, then every test that runs CUDA code again on the CUDA emulator (so the
+# GPU half is tested on a machine without a GPU too).
 test: install
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory test-cuda-emu
 
 # The CPU suite under AddressSanitizer + UndefinedBehaviorSanitizer (+ LeakSanitizer).
 # Built with GPUACCEL_SANITIZE=1 GPUACCEL_SKIP_CUDA=1 in a temporary copy of the tree
@@ -73,6 +77,9 @@ test-asan: deps
 # code (GPUACCEL_TESTS=cuda, see tests/conftest.py) runs once per line of EMU_RUNS
 # (schedule, emulated SM count): threads and blocks in another order, and with 1 SM every
 # GEMM takes the 128x128 tiles that 132 SMs reserve for large shapes.
+# Left out there: the notebooks (Jupyter subprocesses), and tests whose results cannot
+# depend on the build (the emulator's own self-test program, the report formatting).
+EMU_IGNORE = --ignore=tests/test_notebooks.py --ignore=tests/test_cuda_emu.py --ignore=tests/test_cuda_emu_reports.py
 EMU_DIR  ?= /tmp/gpuaccel-emu
 EMU_RUNS ?= random:1,132 reverse,1
 EMU_COPY  = rm -rf $(1) && mkdir -p $(1)/tree $(1)/logs && \
@@ -82,6 +89,7 @@ EMU_CHECK = $$PYBIN -c 'import gpuaccel, sys; ok = gpuaccel.__file__.startswith(
               gpuaccel.cuda.is_emulated() and gpuaccel.cuda.is_available(); \
               sys.exit(0 if ok else "not the emulated copy: " + gpuaccel.__file__)'
 test-cuda-emu: deps
+	@echo "== the CUDA tests on the CUDA emulator, built in $(EMU_DIR) =="
 	$(call EMU_COPY,$(EMU_DIR))
 	cd $(EMU_DIR)/tree && GPUACCEL_CUDA_EMU=1 $(PY) setup.py -q build_ext --inplace >/dev/null
 	cd $(EMU_DIR)/tree && PYBIN=$$($(PY) -c 'import sys; print(sys.executable)') && \
@@ -89,7 +97,7 @@ test-cuda-emu: deps
 	  for run in $(EMU_RUNS); do \
 	    echo "== CUDA tests on the emulator: schedule $${run%,*}, $${run#*,} SM(s) =="; \
 	    GPUACCEL_EMU_SCHEDULE=$${run%,*} GPUACCEL_EMU_SMS=$${run#*,} \
-	      $$PYBIN -m pytest -q -p no:cacheprovider -rs tests --ignore=tests/test_notebooks.py || exit 1; \
+	      $$PYBIN -m pytest -q -p no:cacheprovider -rs tests $(EMU_IGNORE) || exit 1; \
 	  done
 
 # The same CUDA tests on the emulator built with ASan + UBSan (both gpuaccel._C and the
