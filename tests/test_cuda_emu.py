@@ -259,6 +259,8 @@ def test_write_far_past_the_end_faults_without_asan(selftest):
     r = run(selftest, "oob_write", "1100", ok=False)
     assert r.rc == -signal.SIGSEGV, str(r)
     assert "STEP writing element 1100" in r.out and "RESULT" not in r.out, str(r)
+    # the emulator's fault diagnosis says what it was before the process dies
+    assert "400 bytes past the end of a 4000-byte device allocation" in r.err, str(r)
 
 
 @pytest.mark.parametrize("scenario", [("barrier", "reverse"), ("warp",), ("race",), ("streams",),
@@ -276,6 +278,7 @@ def test_host_dereference_of_a_device_pointer_faults(selftest):
     r = run(selftest, "host_deref", ok=False)
     assert "STEP dereferencing" in r.out, str(r)
     assert r.rc == -signal.SIGSEGV and "RESULT" not in r.out, str(r)
+    assert "host code read or wrote device memory" in r.err and "outside device work" in r.err, str(r)
 
 
 def test_unwritten_device_memory_reads_as_nan(selftest):

@@ -22,6 +22,7 @@
  * and source line in cudaGetErrorString and on stderr. */
 #include "emu_internal.h"
 
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -830,11 +831,14 @@ uint64_t g_stream_ids = 0;
 thread_local int tls_device = 0;
 size_t g_page = 0;
 
+void install_fault_diagnosis();
+
 /* Under g_api. */
 void init_locked()
 {
     if (!g_devices.empty())
         return;
+    install_fault_diagnosis();
     g_page = (size_t)sysconf(_SC_PAGESIZE);
     const int n = env_int("GPUACCEL_EMU_DEVICES", 1, 1, 64);
     g_devices.resize(n);
@@ -906,6 +910,61 @@ bool pinned_locked(const void *p, size_t bytes)
         return false;
     --it;
     return (uintptr_t)p >= it->first && (uintptr_t)p + bytes <= it->first + it->second;
+}
+
+/* A fault on a device mapping says what it was before the process dies as it
+ * would have anyway: the handler then restores the previous one (Python's
+ * faulthandler, ASan's, or the default) and returns, so the access faults again
+ * and that one runs. */
+struct sigaction g_previous_segv;
+
+void fault_diagnosis(int sig, siginfo_t *info, void *uctx)
+{
+    const uintptr_t a = (uintptr_t)info->si_addr;
+    char msg[400];
+    int len = 0;
+    if (g_api.try_lock()) { /* held by this thread: no details rather than a deadlock */
+        auto it = g_allocs.upper_bound(a);
+        if (it != g_allocs.begin()) {
+            --it;
+            const Allocation &al = it->second;
+            const uintptr_t data = it->first;
+            if (a >= (uintptr_t)al.map && a < (uintptr_t)al.map + al.map_bytes) {
+                if (g_window == 0 && a >= data && a < data + al.bytes)
+                    len = snprintf(msg, sizeof msg,
+                                   "gpuaccel CUDA emulator: host code read or wrote device memory at %p "
+                                   "(byte %zu of a %zu-byte cudaMalloc block) outside device work: a device "
+                                   "pointer is not host memory, copy with cudaMemcpy\n",
+                                   (void *)a, (size_t)(a - data), al.bytes);
+                else if (a >= data)
+                    len = snprintf(msg, sizeof msg,
+                                   "gpuaccel CUDA emulator: access at %p, %zu bytes past the end of a %zu-byte "
+                                   "device allocation (out of bounds)\n",
+                                   (void *)a, (size_t)(a - data - al.bytes), al.bytes);
+                else
+                    len = snprintf(msg, sizeof msg,
+                                   "gpuaccel CUDA emulator: access at %p, %zu bytes before a %zu-byte device "
+                                   "allocation (out of bounds)\n",
+                                   (void *)a, (size_t)(data - a), al.bytes);
+            }
+        }
+        g_api.unlock();
+    }
+    if (len > 0 && write(2, msg, (size_t)len) < 0) {
+    }
+    sigaction(SIGSEGV, &g_previous_segv, nullptr);
+    (void)sig, (void)uctx;
+}
+
+/* Under g_api, once. */
+void install_fault_diagnosis()
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = fault_diagnosis;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &g_previous_segv);
 }
 
 cudaError_t device_alloc(void **out, size_t bytes)
