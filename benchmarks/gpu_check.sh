@@ -72,7 +72,8 @@ fi
 grep -h "gpuaccel: nvcc" "$OUT"/build*.log 2>/dev/null | tail -9 >"$OUT/nvcc-times.log"
 
 step info 30 $PY -m gpuaccel.info
-step tests 150 $PY -m pytest -q -rs tests -k cuda --junitxml="$OUT/tests-junit.xml"
+step tests 150 $PY -m pytest -q -rs tests -k cuda --junitxml="$OUT/tests-junit.xml" \
+    --ignore=tests/test_cuda_emu.py --ignore=tests/test_cuda_emu_reports.py  # emulator-only, no GPU code
 
 # A short training (4 steps) and single ops, small enough for the sanitizer.
 cat >"$OUT/sanitize_train.py" <<'EOF'
@@ -124,6 +125,12 @@ fi
 
 step bench 200 $PY -m gpuaccel.bench --device cpu,cuda --epochs 2 --out "$OUT/bench"
 step gemm 90 $PY benchmarks/bench_gemm_cuda.py --json "$OUT/gemm_cuda.json"
+# The CUDA emulator's self-test kernels (tests/emu/emu_selftest.cu) on the GPU: the launch-
+# limit error codes and the barrier, warp, atomic results that tests/test_cuda_emu.py
+# expects of the emulator, logged here to compare with the hardware's.
+step emu-selftest 60 bash -c 'nvcc -std=c++17 -Icsrc -gencode arch=compute_$1,code=sm_$1 \
+    tests/emu/emu_selftest.cu -o "$0/emu_selftest" && for s in "barrier reverse" "barrier shift" warp race \
+    float_order limits device; do echo "== $s"; "$0/emu_selftest" $s; done' "$OUT" "${GPUACCEL_CUDA_ARCH:-90}"
 
 echo
 echo "================ nvcc ================"

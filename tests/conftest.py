@@ -109,6 +109,18 @@ def real_gpu():
     return "cuda"
 
 
+@pytest.fixture(scope="session")
+def fashion():
+    """Fashion-MNIST scaled to [0, 1] as (N, 1, 28, 28) float32: ((x, y), (x_test, y_test))."""
+    import gpuaccel as ga
+
+    try:
+        (x, y), (xt, yt) = ga.datasets.fashion_mnist.load_data()
+    except Exception as e:  # pragma: no cover - depends on the machine
+        pytest.skip(f"Fashion-MNIST not available: {e}")
+    return ((x / 255.0).astype(np.float32)[:, None], y), ((xt / 255.0).astype(np.float32)[:, None], yt)
+
+
 @pytest.fixture
 def rng(request):
     """A generator seeded from the test's name, so each test sees fixed data."""

@@ -375,3 +375,16 @@ def test_sm_count_follows_the_setting_and_the_name_says_emulator(selftest, sms, 
     assert r.int("count") == 1 and r.int("warp") == 32 and r.int("max_threads") == 1024
     assert r.int("max_shared") == 48 * 1024
     assert r.name and re.search(r"emulator", r.name, re.I) and "not a GPU" in r.name, str(r)
+
+
+# ------------------------------------------------------------------ the same source under nvcc
+def test_the_self_test_kernels_are_valid_cuda(tmp_path):
+    """One kernel body for both builds: the self-test compiles with nvcc too (make gpu-check
+    runs it on a GPU to compare the hardware's answers with the emulator's)."""
+    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.access("/usr/local/cuda/bin/nvcc", os.X_OK) else None)
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    proc = subprocess.run([nvcc, "-std=c++17", "-Icsrc", "-gencode", "arch=compute_90,code=sm_90", SOURCE,
+                           "-o", str(tmp_path / "emu_selftest_nvcc")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -9,15 +9,6 @@ import gpuaccel as ga
 STEPS, BATCH = 20, 128
 
 
-@pytest.fixture(scope="module")
-def fashion():
-    try:
-        (x, y), (xt, yt) = ga.datasets.fashion_mnist.load_data()
-    except Exception as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"Fashion-MNIST not available: {e}")
-    return ((x / 255.0).astype(np.float32)[:, None], y), ((xt / 255.0).astype(np.float32)[:, None], yt)
-
-
 def reference(device, seed=0):
     return ga.models.reference_cnn(seed=seed).compile(optimizer=ga.optimizers.Adam(1e-3), device=device)
 

@@ -278,15 +278,6 @@ def test_info_and_devices():
     json.dumps(info, default=str)
 
 
-@pytest.fixture(scope="module")
-def fashion():
-    try:
-        (x, y), (xt, yt) = ga.datasets.fashion_mnist.load_data()
-    except Exception as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"Fashion-MNIST not available: {e}")
-    return ((x / 255.0).astype(np.float32)[:, None], y), ((xt / 255.0).astype(np.float32)[:, None], yt)
-
-
 def test_reference_cnn_one_epoch_reaches_087(fashion):
     """The issue's end-to-end bar: one epoch on all 60,000 images, test accuracy >= 0.87.
 
