@@ -129,7 +129,7 @@ step gemm 90 $PY benchmarks/bench_gemm_cuda.py --json "$OUT/gemm_cuda.json"
 # limit error codes and the barrier, warp, atomic results that tests/test_cuda_emu.py
 # expects of the emulator, logged here to compare with the hardware's.
 step emu-selftest 60 bash -c 'nvcc -std=c++17 -Icsrc -gencode arch=compute_$1,code=sm_$1 \
-    tests/emu/emu_selftest.cu -o "$0/emu_selftest" && for s in "barrier reverse" "barrier shift" warp race \
+    tests/emu/emu_selftest.cu -lcublas -o "$0/emu_selftest" && for s in "barrier reverse" "barrier shift" warp race \
     float_order limits device; do echo "== $s"; "$0/emu_selftest" $s; done' "$OUT" "${GPUACCEL_CUDA_ARCH:-90}"
 
 echo

@@ -385,6 +385,30 @@ def test_the_self_test_kernels_are_valid_cuda(tmp_path):
     if nvcc is None:
         pytest.skip("nvcc not found")
     proc = subprocess.run([nvcc, "-std=c++17", "-Icsrc", "-gencode", "arch=compute_90,code=sm_90", SOURCE,
-                           "-o", str(tmp_path / "emu_selftest_nvcc")], cwd=ROOT, capture_output=True,
+                           "-lcublas", "-o", str(tmp_path / "emu_selftest_nvcc")], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------ semantics a review found wrong
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_collectives_copies_events_and_cublas_follow_cuda(selftest, schedule):
+    """Each key a bug that was fixed: legal sub-warp collectives and exited lanes in a mask
+    were refused; a copy just below an allocation passed as host memory; a second
+    cudaFreeAsync, or a memset of memory being freed, passed; an event recorded on a bad
+    stream stayed 'not ready' for ever; polling never ended; a host-to-host copy from pinned
+    memory was asynchronous; cuBLAS with k == 0 and alpha = inf gave NaN, not beta * C."""
+    r = run(selftest, "semantics", schedule=schedule)
+    assert r.int("subwarp_ok") == 1 and r["ballot"] == "0xfffff", str(r)
+    assert r.int("partial_ok") == 1 and r.int("huge_delta_ok") == 1, str(r)
+    assert r.int("below") == 1 and r.int("free_twice") == 1 and r.int("memset_freed") == 1, str(r)
+    assert r.int("bad_record") == 400 and r.int("query_unrecorded") == 0, str(r)  # invalid handle; 'done'
+    assert 1 <= r.int("polls") <= 2, str(r)  # not done when first asked; a poll loop ends
+    assert r.int("h2h_done") == 1 and r.int("k0_ok") == 1, str(r)
+
+
+def test_write_below_an_allocation_is_diagnosed(selftest):
+    """Element -1 of a page-aligned allocation lies in the guard page below it."""
+    r = run(selftest, "oob_write", "-1", ok=False)
+    assert r.rc == -signal.SIGSEGV, str(r)
+    assert "4 bytes before a 4000-byte device allocation" in r.err, str(r)

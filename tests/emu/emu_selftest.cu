@@ -16,13 +16,15 @@
  * reported) and exits 0; the Python test decides what the values must be. A CUDA call
  * that fails where it must not prints `FAIL file:line: call -> cudaError...` and exits 1.
  * Scenarios: barrier VARIANT, warp, race, float_order, oob_write INDEX, host_deref,
- * uninit, streams, limits, oom, diag_barrier, diag_shuffle, device. */
+ * uninit, streams, limits, oom, diag_barrier, diag_shuffle, device, semantics. */
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include <cmath>
 
 #include "cuda/cuda_common.h"
 
@@ -194,8 +196,38 @@ __global__ void shuffle_after_exit(float *p)
     const int lane = threadIdx.x & 31;
     if (lane >= 16)
         return;
-    const float v = __shfl_xor_sync(0xffffffffu, p[lane], 1); // DIAG:exited-lane
+    /* the exited lanes may stay in the mask; reading one (lane ^ 16) is what is undefined */
+    const float v = __shfl_xor_sync(0xffffffffu, p[lane], 16); // DIAG:exited-lane
     p[lane] = v;
+}
+
+/* Lanes 16-31 shuffle among themselves, then the whole warp meets at __syncwarp:
+ * legal since Volta, whichever half arrives first. */
+__global__ void subwarp_then_full(int *out)
+{
+    const int lane = threadIdx.x & 31;
+    int v = lane;
+    if (lane >= 16)
+        v = __shfl_xor_sync(0xffff0000u, v, 1);
+    __syncwarp();
+    out[threadIdx.x] = v;
+}
+/* Exited lanes may stay in a collective's mask: only the non-exited ones take part. */
+__global__ void ballot_after_exit(unsigned *out)
+{
+    if (threadIdx.x >= 20)
+        return;
+    out[threadIdx.x] = __ballot_sync(0xffffffffu, 1);
+}
+/* A 48-thread block: its second warp has lanes 0-15 only, the full mask is still fine. */
+__global__ void partial_warp(int *out)
+{
+    out[threadIdx.x] = __shfl_sync(0xffffffffu, (int)threadIdx.x * 10, 0);
+}
+/* A delta is unsigned: -1 is larger than any width, so each lane keeps its value. */
+__global__ void shuffle_huge_delta(int *out)
+{
+    out[threadIdx.x] = __shfl_down_sync(0xffffffffu, (int)threadIdx.x, (unsigned)-1);
 }
 
 /* ------------------------------------------------------------------ scenarios */
@@ -592,6 +624,83 @@ static int scenario_device(void)
     return 0;
 }
 
+/* Semantics found wrong by a review and fixed: sub-warp collectives, exited lanes in a
+ * mask, copies below an allocation, double cudaFreeAsync, an event recorded on a bad
+ * stream, polling, host-to-host copies, cuBLAS with k == 0. */
+static int scenario_semantics(void)
+{
+    int *di = nullptr;
+    CHECK(cudaMalloc((void **)&di, 64 * sizeof(int)));
+    int h[64];
+    GA_LAUNCH(dim3(1), dim3(32), 0, nullptr, subwarp_then_full)(di);
+    CHECK(cudaMemcpy(h, di, 32 * sizeof(int), cudaMemcpyDeviceToHost));
+    int subwarp_ok = 1;
+    for (int l = 0; l < 32; l++)
+        subwarp_ok &= h[l] == (l >= 16 ? l ^ 1 : l);
+    GA_LAUNCH(dim3(1), dim3(32), 0, nullptr, ballot_after_exit)((unsigned *)di);
+    CHECK(cudaMemcpy(h, di, 20 * sizeof(int), cudaMemcpyDeviceToHost));
+    const unsigned ballot = (unsigned)h[0];
+    GA_LAUNCH(dim3(1), dim3(48), 0, nullptr, partial_warp)(di);
+    CHECK(cudaMemcpy(h, di, 48 * sizeof(int), cudaMemcpyDeviceToHost));
+    const int partial_ok = h[5] == 0 && h[40] == 320;
+    GA_LAUNCH(dim3(1), dim3(32), 0, nullptr, shuffle_huge_delta)(di);
+    CHECK(cudaMemcpy(h, di, 32 * sizeof(int), cudaMemcpyDeviceToHost));
+    const int huge_delta_ok = h[0] == 0 && h[31] == 31;
+
+    float *d = device_floats(1024), hf[2] = {1.0f, 2.0f};
+    const cudaError_t below = cudaMemcpy(d - 1, hf, sizeof hf, cudaMemcpyDefault);
+    cudaGetLastError();
+    float *d2 = device_floats(16);
+    CHECK(cudaFreeAsync(d2, nullptr));
+    const cudaError_t free_twice = cudaFreeAsync(d2, nullptr);
+    cudaGetLastError();
+    const cudaError_t memset_freed = cudaMemsetAsync(d2, 0, 16, nullptr);
+    cudaGetLastError();
+    CHECK(cudaDeviceSynchronize());
+
+    cudaEvent_t ev;
+    CHECK(cudaEventCreate(&ev));
+    const cudaError_t bad_record = cudaEventRecord(ev, (cudaStream_t)(uintptr_t)0x1234);
+    cudaGetLastError();
+    const cudaError_t query_unrecorded = cudaEventQuery(ev);
+    CHECK(cudaMemsetAsync(d, 0, 4096, nullptr));
+    int polls = 0;
+    while (cudaStreamQuery(nullptr) == cudaErrorNotReady && polls < 100)
+        polls++;
+    CHECK(cudaEventDestroy(ev));
+
+    float *p1 = nullptr, *p2 = nullptr;
+    CHECK(cudaMallocHost((void **)&p1, 16));
+    CHECK(cudaMallocHost((void **)&p2, 16));
+    p1[0] = 5.0f;
+    p2[0] = 0.0f;
+    CHECK(cudaMemcpyAsync(p2, p1, sizeof(float), cudaMemcpyHostToHost, nullptr));
+    const int h2h_done = p2[0] == 5.0f;
+    CHECK(cudaFreeHost(p1));
+    CHECK(cudaFreeHost(p2));
+
+    cublasHandle_t blas;
+    if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS)
+        return printf("FAIL cublasCreate\n"), 1;
+    float c[4] = {1, 2, 3, 4}, *dc = device_floats(4);
+    CHECK(cudaMemcpy(dc, c, sizeof c, cudaMemcpyHostToDevice));
+    const float alpha = INFINITY, beta = 1.0f;
+    const cublasStatus_t gemm = cublasSgemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 0, &alpha, d, 2, d, 1, &beta,
+                                            dc, 2);
+    CHECK(cudaMemcpy(c, dc, sizeof c, cudaMemcpyDeviceToHost));
+    const int k0_ok = gemm == CUBLAS_STATUS_SUCCESS && c[0] == 1 && c[3] == 4;
+    cublasDestroy(blas);
+
+    printf("RESULT subwarp_ok=%d ballot=0x%x partial_ok=%d huge_delta_ok=%d below=%d free_twice=%d "
+           "memset_freed=%d bad_record=%d query_unrecorded=%d polls=%d h2h_done=%d k0_ok=%d\n",
+           subwarp_ok, ballot, partial_ok, huge_delta_ok, (int)below, (int)free_twice, (int)memset_freed,
+           (int)bad_record, (int)query_unrecorded, polls, h2h_done, k0_ok);
+    CHECK(cudaFree(d));
+    CHECK(cudaFree(dc));
+    CHECK(cudaFree(di));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, nullptr, _IOLBF, 0);
@@ -623,6 +732,8 @@ int main(int argc, char **argv)
         return scenario_diag(false);
     if (!strcmp(s, "device"))
         return scenario_device();
+    if (!strcmp(s, "semantics"))
+        return scenario_semantics();
     printf("FAIL unknown scenario '%s'\n", s);
     return 2;
 }

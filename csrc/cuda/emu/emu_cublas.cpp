@@ -164,7 +164,7 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cubl
                     for (int p = 0; p < k; p++)
                         acc += (double)ar[p] * bcol[p];
                 }
-                const float v = (float)((double)a * acc);
+                const float v = reads_ab ? (float)((double)a * acc) : 0.0f; /* alpha * nothing */
                 c[i] = b == 0.0f ? (reads_ab ? v : 0.0f) : v + b * c[i];
             }
         });

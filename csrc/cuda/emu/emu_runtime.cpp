@@ -459,8 +459,8 @@ int shfl_source(WarpOp op, int lane, int arg, int width)
     const int seg = lane / width * width;
     switch (op) {
     case WARP_SHFL_IDX: return seg + (arg & (width - 1));
-    case WARP_SHFL_UP: return lane - seg >= arg ? lane - arg : lane;
-    case WARP_SHFL_DOWN: return lane - seg + arg < width ? lane + arg : lane;
+    case WARP_SHFL_UP: return (unsigned)(lane - seg) >= (unsigned)arg ? lane - arg : lane; /* delta is unsigned */
+    case WARP_SHFL_DOWN: return (int64_t)(lane - seg) + (unsigned)arg < width ? lane + arg : lane;
     case WARP_SHFL_XOR: {
         const int src = lane ^ arg;
         return src >= seg + width || src > 31 || src < 0 ? lane : src;
@@ -474,8 +474,23 @@ std::string site(const ThreadCtx &t)
     return std::string(t.file) + ":" + std::to_string(t.line);
 }
 
+/* The lane whose collective keeps lane `t`'s from completing, or null when
+ * every non-exited lane of its mask has arrived at the same collective (CUDA
+ * asks only the non-exited lanes named in the mask to take part). */
+const ThreadCtx *blocker(const BlockRun &b, const ThreadCtx &t)
+{
+    const int base = t.linear / 32 * 32, lanes = std::min(32, b.nthreads - base);
+    for (int j = 0; j < lanes; j++) {
+        const ThreadCtx &u = b.threads[base + j];
+        if ((t.mask >> j & 1u) && u.state != State::Done &&
+            (u.state != State::AtWarp || u.mask != t.mask || u.op != t.op))
+            return &u;
+    }
+    return nullptr;
+}
+
 /* Release every warp collective whose lanes have all arrived. Returns whether
- * one was released; sets `error` when a collective can never complete. */
+ * one was released; sets `error` when one reads a lane it cannot. */
 bool release_warps(BlockRun &b, std::string *error)
 {
     bool released = false;
@@ -484,42 +499,19 @@ bool release_warps(BlockRun &b, std::string *error)
         unsigned done_lanes = 0;
         for (int l = 0; l < lanes; l++) {
             ThreadCtx &t = b.threads[base + l];
-            if (t.state != State::AtWarp || (done_lanes >> l & 1u))
+            if (t.state != State::AtWarp || (done_lanes >> l & 1u) || blocker(b, t))
                 continue;
             const unsigned m = t.mask;
-            bool ready = true;
-            for (int j = 0; j < 32 && ready; j++) {
-                if (!(m >> j & 1u))
-                    continue;
-                if (j >= lanes) {
-                    *error = where(&t) + ": " + op_name(t.op) + " at " + site(t) + " names lane " +
-                             std::to_string(j) + " in its mask, which does not exist (the block has " +
-                             std::to_string(b.nthreads) + " threads)";
-                    return false;
-                }
-                ThreadCtx &u = b.threads[base + j];
-                if (u.state == State::Done) {
-                    *error = where(&t) + ": " + op_name(t.op) + " at " + site(t) + " waits for lane " +
-                             std::to_string(j) + ", which has exited";
-                    return false;
-                }
-                if (u.state != State::AtWarp)
-                    ready = false; /* still running, or at __syncthreads (checked later) */
-                else if (u.mask != m || u.op != t.op) {
-                    *error = where(&t) + ": lanes of one warp disagree: " + op_name(t.op) + " at " + site(t) +
-                             " with mask " + std::to_string(m) + ", lane " + std::to_string(j) + " in " +
-                             op_name(u.op) + " at " + site(u) + " with mask " + std::to_string(u.mask);
-                    return false;
-                }
-            }
-            if (!ready)
-                continue;
+            unsigned group = 0; /* the lanes taking part: named in the mask, not exited */
             uint64_t ballot = 0;
-            for (int j = 0; j < 32; j++)
-                if ((m >> j & 1u) && b.threads[base + j].value)
-                    ballot |= 1ull << j;
-            for (int j = 0; j < 32; j++) {
-                if (!(m >> j & 1u))
+            for (int j = 0; j < lanes; j++)
+                if ((m >> j & 1u) && b.threads[base + j].state != State::Done) {
+                    group |= 1u << j;
+                    if (b.threads[base + j].value)
+                        ballot |= 1ull << j;
+                }
+            for (int j = 0; j < lanes; j++) {
+                if (!(group >> j & 1u))
                     continue;
                 ThreadCtx &u = b.threads[base + j];
                 if (u.op == WARP_BALLOT) {
@@ -531,9 +523,12 @@ bool release_warps(BlockRun &b, std::string *error)
                         return false;
                     }
                     const int src = shfl_source(u.op, j, u.arg, u.width);
-                    if (!(m >> src & 1u)) {
+                    if (!(group >> src & 1u)) {
+                        const char *why = src >= lanes ? "which does not exist"
+                                          : !(m >> src & 1u) ? "which is not in its mask"
+                                                             : "which has exited";
                         *error = where(&u) + ": " + op_name(u.op) + " at " + site(u) + " reads lane " +
-                                 std::to_string(src) + ", which is not in its mask (undefined on a GPU)";
+                                 std::to_string(src) + ", " + why + " (undefined on a GPU)";
                         return false;
                     }
                     u.result = b.threads[base + src].value;
@@ -643,15 +638,20 @@ void run_block(const Launch &L, uint3 bidx, Order order, uint64_t seed)
             b.at_barrier = 0;
             continue;
         }
-        /* live threads wait, some at __syncthreads and some in warp collectives
-         * that need the former: a GPU would hang */
+        /* every live thread waits and none can go on: a GPU would hang */
         for (int i = 0; i < n; i++) {
             const ThreadCtx &t = b.threads[i];
-            if (t.state == State::AtWarp) {
-                error = where(&t) + " waits in " + op_name(t.op) + " at " + site(t) + " for lanes that wait at "
-                        "__syncthreads " + (first ? site(*first) : std::string("?")) + ": deadlock";
-                break;
-            }
+            const ThreadCtx *u = t.state == State::AtWarp ? blocker(b, t) : nullptr;
+            if (!u)
+                continue;
+            error = where(&t) + " waits in " + op_name(t.op) + " at " + site(t) + " for lane " +
+                    std::to_string(u->linear % 32) +
+                    (u->state == State::AtBarrier
+                         ? ", which waits at __syncthreads " + site(*u)
+                         : std::string(", which waits in ") + op_name(u->op) + " at " + site(*u) +
+                               " with mask " + std::to_string(u->mask) + " (lanes of one warp disagree)") +
+                    ": deadlock";
+            break;
         }
         goto out;
     }
@@ -748,23 +748,33 @@ std::atomic<uint64_t> g_launch_seq{0};
 void run_grid(const Launch &L, Schedule sch, uint64_t seq)
 {
     const uint64_t gx = L.grid.x, gy = L.grid.y, nblocks = gx * gy * L.grid.z;
+    /* random order: a shuffled list up to 2^24 blocks; beyond, an affine bijection
+     * i -> (i * P + c) mod nblocks (P prime, not dividing nblocks), which needs no memory */
     std::vector<uint32_t> perm;
+    uint64_t prime = 4294967291ull, offset = 0;
     if (sch.order == Order::Random) {
-        perm.resize(nblocks);
-        for (uint64_t i = 0; i < nblocks; i++)
-            perm[i] = (uint32_t)i;
         uint64_t rng = mix64(sch.seed * 0x9E3779B97F4A7C15ull + seq);
-        for (uint64_t i = nblocks - 1; i > 0; i--) {
-            rng = mix64(rng);
-            std::swap(perm[i], perm[rng % (i + 1)]);
+        if (nblocks <= (1u << 24)) {
+            perm.resize(nblocks);
+            for (uint64_t i = 0; i < nblocks; i++)
+                perm[i] = (uint32_t)i;
+            for (uint64_t i = nblocks - 1; i > 0; i--) {
+                rng = mix64(rng);
+                std::swap(perm[i], perm[rng % (i + 1)]);
+            }
+        } else {
+            if (nblocks % prime == 0)
+                prime = 4294967279ull;
+            offset = mix64(rng) % nblocks;
         }
     }
     std::function<void(int64_t)> one = [&](int64_t i) {
         if (sticky() != cudaSuccess)
             return;
-        uint64_t id = sch.order == Order::Forward ? (uint64_t)i
+        uint64_t id = sch.order == Order::Forward   ? (uint64_t)i
                       : sch.order == Order::Reverse ? nblocks - 1 - (uint64_t)i
-                                                    : perm[i];
+                      : !perm.empty()               ? perm[i]
+                          : (uint64_t)(((unsigned __int128)(uint64_t)i * prime + offset) % nblocks);
         uint3 b{(unsigned)(id % gx), (unsigned)(id / gx % gy), (unsigned)(id / (gx * gy))};
         run_block(L, b, sch.order, mix64(sch.seed ^ mix64(seq)) ^ id);
     };
@@ -787,16 +797,20 @@ struct Allocation {
     size_t map_bytes = 0;
     size_t bytes = 0;
     int device = 0;
+    bool freeing = false; /* cudaFreeAsync queued: no longer usable by new work */
 };
 
 struct Op {
     uint64_t stream_id;
+    uint64_t seq;
     std::function<void()> run;
 };
 
 struct Device {
     size_t used = 0;
     std::deque<Op> queue;
+    uint64_t queued = 0;         /* sequence number of the last op queued */
+    uint64_t running_stream = 0; /* the stream of the op running now (0: none) */
 };
 
 } // namespace
@@ -806,6 +820,7 @@ struct CUstream_st {
     int device;
     unsigned flags;
     uint64_t id;
+    int polls = 0; /* queries in a row that found work pending */
 };
 struct CUevent_st {
     int device = 0;
@@ -813,6 +828,7 @@ struct CUevent_st {
     bool recorded = false;
     bool done = false;
     double seconds = 0.0;
+    int polls = 0;
 };
 
 namespace ga_emu {
@@ -843,7 +859,7 @@ void init_locked()
     const int n = env_int("GPUACCEL_EMU_DEVICES", 1, 1, 64);
     g_devices.resize(n);
     for (int d = 0; d < n; d++)
-        g_default_streams.emplace_back(new CUstream_st{d, cudaStreamDefault, ++g_stream_ids});
+        g_default_streams.emplace_back(new CUstream_st{d, cudaStreamDefault, ++g_stream_ids, 0});
 }
 void init()
 {
@@ -882,27 +898,32 @@ struct Window {
     }
 };
 
-/* The allocation holding [p, p + bytes), or null (under g_api). */
+/* The allocation whose mapping (guard pages included) holds address a, or end
+ * (under g_api): the one with the largest data pointer <= a, or the next one up,
+ * whose lower guard and slack lie below its data. */
+std::map<uintptr_t, Allocation>::iterator mapping_locked(uintptr_t a)
+{
+    auto next = g_allocs.upper_bound(a);
+    if (next != g_allocs.end() && a >= (uintptr_t)next->second.map)
+        return next;
+    if (next == g_allocs.begin())
+        return g_allocs.end();
+    auto it = std::prev(next);
+    return a < (uintptr_t)it->second.map + it->second.map_bytes ? it : g_allocs.end();
+}
+/* The usable allocation holding [p, p + bytes), or null (under g_api). */
 const Allocation *find_locked(const void *p, size_t bytes)
 {
-    auto it = g_allocs.upper_bound((uintptr_t)p);
-    if (it == g_allocs.begin())
+    auto it = mapping_locked((uintptr_t)p);
+    if (it == g_allocs.end() || it->second.freeing)
         return nullptr;
-    --it;
     const uintptr_t lo = it->first, hi = lo + it->second.bytes;
     if ((uintptr_t)p < lo || (uintptr_t)p >= hi + (bytes == 0) || bytes > hi - (uintptr_t)p)
         return nullptr;
     return &it->second;
 }
-/* Does p point into (or just past) any device mapping, even out of bounds? */
-bool touches_device_locked(const void *p)
-{
-    auto it = g_allocs.upper_bound((uintptr_t)p);
-    if (it == g_allocs.begin())
-        return false;
-    --it;
-    return (uintptr_t)p < (uintptr_t)it->second.map + it->second.map_bytes;
-}
+/* Does p point into any device mapping, even out of bounds? */
+bool touches_device_locked(const void *p) { return mapping_locked((uintptr_t)p) != g_allocs.end(); }
 bool pinned_locked(const void *p, size_t bytes)
 {
     auto it = g_pinned.upper_bound((uintptr_t)p);
@@ -924,9 +945,8 @@ void fault_diagnosis(int sig, siginfo_t *info, void *uctx)
     char msg[400];
     int len = 0;
     if (g_api.try_lock()) { /* held by this thread: no details rather than a deadlock */
-        auto it = g_allocs.upper_bound(a);
-        if (it != g_allocs.begin()) {
-            --it;
+        auto it = mapping_locked(a);
+        if (it != g_allocs.end()) {
             const Allocation &al = it->second;
             const uintptr_t data = it->first;
             if (a >= (uintptr_t)al.map && a < (uintptr_t)al.map + al.map_bytes) {
@@ -967,7 +987,7 @@ void install_fault_diagnosis()
     sigaction(SIGSEGV, &sa, &g_previous_segv);
 }
 
-cudaError_t device_alloc(void **out, size_t bytes)
+cudaError_t device_alloc(void **out, size_t bytes, int device)
 {
     if (!out)
         return set_error(cudaErrorInvalidValue);
@@ -978,7 +998,7 @@ cudaError_t device_alloc(void **out, size_t bytes)
         return cudaSuccess;
     std::lock_guard<std::mutex> lock(g_api);
     init_locked();
-    Device &dev = g_devices[tls_device];
+    Device &dev = g_devices[device];
     const size_t rounded = (bytes + 255) & ~(size_t)255;
     if (rounded < bytes || rounded > memory_limit() || dev.used > memory_limit() - rounded)
         return set_error(cudaErrorMemoryAllocation);
@@ -1000,7 +1020,7 @@ cudaError_t device_alloc(void **out, size_t bytes)
     a.map = map;
     a.map_bytes = total;
     a.bytes = bytes;
-    a.device = tls_device;
+    a.device = device;
     if (g_window == 0)
         protect(a, false);
     dev.used += rounded;
@@ -1021,13 +1041,20 @@ void release_locked(std::map<uintptr_t, Allocation>::iterator it)
     g_allocs.erase(it);
 }
 
-/* Run all queued work of `device`. Returns the sticky error if device work failed. */
+/* Run the work of `device` queued up to now (not what other host threads queue
+ * meanwhile). Returns the sticky error if device work failed. */
 cudaError_t drain(int device)
 {
+    Device &dev = g_devices[device];
+    uint64_t upto;
+    {
+        std::lock_guard<std::mutex> lock(g_api);
+        upto = dev.queued;
+    }
     std::lock_guard<std::mutex> exec(g_exec);
     {
         std::lock_guard<std::mutex> lock(g_api);
-        if (g_devices[device].queue.empty())
+        if (dev.queue.empty() || dev.queue.front().seq > upto)
             return sticky();
     }
     Window window;
@@ -1035,16 +1062,29 @@ cudaError_t drain(int device)
         Op op;
         {
             std::lock_guard<std::mutex> lock(g_api);
-            std::deque<Op> &q = g_devices[device].queue;
-            if (q.empty())
+            if (dev.queue.empty() || dev.queue.front().seq > upto)
                 break;
-            op = std::move(q.front());
-            q.pop_front();
+            op = std::move(dev.queue.front());
+            dev.queue.pop_front();
+            dev.running_stream = op.stream_id;
         }
         if (sticky() == cudaSuccess)
             op.run(); /* after a fault the device runs nothing more, as a GPU context */
+        std::lock_guard<std::mutex> lock(g_api);
+        dev.running_stream = 0;
     }
     return sticky();
+}
+
+/* Is work of stream `id` queued or running on its device? (under g_api) */
+bool pending_locked(const Device &dev, uint64_t id)
+{
+    if (dev.running_stream == id)
+        return true;
+    for (const Op &op : dev.queue)
+        if (op.stream_id == id)
+            return true;
+    return false;
 }
 
 /* The stream to use (NULL: the device's legacy default stream), or null if invalid. */
@@ -1056,15 +1096,20 @@ cudaStream_t resolve_locked(cudaStream_t s)
     return g_streams.count(s) ? s : nullptr;
 }
 
-cudaError_t enqueue_op(cudaStream_t s, std::function<void()> run, int *device_out = nullptr)
+/* Under g_api; st is a resolved stream. */
+void push_locked(cudaStream_t st, std::function<void()> run)
+{
+    Device &dev = g_devices[st->device];
+    dev.queue.push_back(Op{st->id, ++dev.queued, std::move(run)});
+}
+
+cudaError_t enqueue_op(cudaStream_t s, std::function<void()> run)
 {
     std::lock_guard<std::mutex> lock(g_api);
     cudaStream_t st = resolve_locked(s);
     if (!st)
         return cudaErrorInvalidResourceHandle;
-    g_devices[st->device].queue.push_back(Op{st->id, std::move(run)});
-    if (device_out)
-        *device_out = st->device;
+    push_locked(st, std::move(run));
     return cudaSuccess;
 }
 
@@ -1234,12 +1279,12 @@ const char *cudaGetErrorString(cudaError_t e)
 
 cudaError_t cudaGetLastError(void)
 {
-    cudaError_t e = tls_last;
+    cudaError_t e = sticky() ? sticky() : tls_last;
     tls_last = sticky(); /* a sticky error is never cleared */
     return e;
 }
 
-cudaError_t cudaPeekAtLastError(void) { return tls_last; }
+cudaError_t cudaPeekAtLastError(void) { return sticky() ? sticky() : tls_last; }
 
 cudaError_t cudaDriverGetVersion(int *v)
 {
@@ -1346,16 +1391,23 @@ cudaError_t cudaDeviceSynchronize(void)
     return set_error(drain(tls_device));
 }
 
-cudaError_t cudaMalloc(void **ptr, size_t bytes) { return device_alloc(ptr, bytes); }
+cudaError_t cudaMalloc(void **ptr, size_t bytes)
+{
+    init();
+    return device_alloc(ptr, bytes, tls_device);
+}
 
 cudaError_t cudaMallocAsync(void **ptr, size_t bytes, cudaStream_t stream)
 {
+    int device;
     {
         std::lock_guard<std::mutex> lock(g_api);
-        if (!resolve_locked(stream))
+        cudaStream_t st = resolve_locked(stream);
+        if (!st)
             return set_error(cudaErrorInvalidResourceHandle);
+        device = st->device;
     }
-    return device_alloc(ptr, bytes);
+    return device_alloc(ptr, bytes, device);
 }
 
 cudaError_t cudaFree(void *ptr)
@@ -1366,7 +1418,7 @@ cudaError_t cudaFree(void *ptr)
     {
         std::lock_guard<std::mutex> lock(g_api);
         auto it = g_allocs.find((uintptr_t)ptr);
-        if (it == g_allocs.end())
+        if (it == g_allocs.end() || it->second.freeing)
             return set_error(cudaErrorInvalidValue);
         device = it->second.device;
     }
@@ -1382,17 +1434,23 @@ cudaError_t cudaFreeAsync(void *ptr, cudaStream_t stream)
 {
     if (!ptr)
         return cudaSuccess;
-    {
-        std::lock_guard<std::mutex> lock(g_api);
-        if (g_allocs.find((uintptr_t)ptr) == g_allocs.end())
-            return set_error(cudaErrorInvalidValue);
-    }
-    return enqueue(stream, [ptr]() {
+    if (sticky())
+        return set_error(sticky());
+    std::lock_guard<std::mutex> lock(g_api);
+    cudaStream_t st = resolve_locked(stream);
+    if (!st)
+        return set_error(cudaErrorInvalidResourceHandle);
+    auto it = g_allocs.find((uintptr_t)ptr);
+    if (it == g_allocs.end() || it->second.freeing) /* unknown, or freed already */
+        return set_error(cudaErrorInvalidValue);
+    it->second.freeing = true; /* later calls refuse it; queued work still uses it */
+    push_locked(st, [ptr]() {
         std::lock_guard<std::mutex> lock(g_api);
         auto it = g_allocs.find((uintptr_t)ptr);
         if (it != g_allocs.end())
             release_locked(it);
     });
+    return cudaSuccess;
 }
 
 cudaError_t cudaHostAlloc(void **ptr, size_t bytes, unsigned int flags)
@@ -1493,15 +1551,15 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaM
         /* pageable source: the data are taken now, the host buffer is free at return */
         auto copy = std::make_shared<std::vector<char>>((const char *)src, (const char *)src + bytes);
         cudaError_t e = enqueue(stream, [dst, copy]() { memcpy(dst, copy->data(), copy->size()); });
-        if (e != cudaSuccess || kind != cudaMemcpyHostToHost || dst_pinned)
+        if (e != cudaSuccess || kind != cudaMemcpyHostToHost)
             return e;
-        return set_error(drain(device));
+        return set_error(drain(device)); /* host to host: synchronous, as CUDA documents */
     }
     cudaError_t e = enqueue(stream, [dst, src, bytes]() { memcpy(dst, src, bytes); });
     if (e != cudaSuccess)
         return e;
-    if ((kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost) && !dst_pinned)
-        return set_error(drain(device)); /* to pageable memory: returns when done */
+    if (kind == cudaMemcpyHostToHost || (kind == cudaMemcpyDeviceToHost && !dst_pinned))
+        return set_error(drain(device)); /* to pageable memory, or host to host: returns when done */
     return cudaSuccess;
 }
 
@@ -1519,7 +1577,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int flags)
         return set_error(sticky());
     std::lock_guard<std::mutex> lock(g_api);
     init_locked();
-    cudaStream_t s = new CUstream_st{tls_device, flags, ++g_stream_ids};
+    cudaStream_t s = new CUstream_st{tls_device, flags, ++g_stream_ids, 0};
     g_streams.insert(s);
     *stream = s;
     return cudaSuccess;
@@ -1550,18 +1608,30 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream)
     return set_error(drain(device)); /* the device's whole queue: a legal, stricter order */
 }
 
+/* Deferred work is not done when first asked about; a second query in a row
+ * runs it, so a loop polling for completion ends, as it does on a GPU, while a
+ * single query never makes the work happen early. */
 cudaError_t cudaStreamQuery(cudaStream_t stream)
 {
     if (sticky())
         return set_error(sticky());
-    std::lock_guard<std::mutex> lock(g_api);
-    cudaStream_t st = resolve_locked(stream);
-    if (!st)
-        return set_error(cudaErrorInvalidResourceHandle);
-    for (const Op &op : g_devices[st->device].queue)
-        if (op.stream_id == st->id)
-            return cudaErrorNotReady; /* deferred work runs only at a synchronising call */
-    return cudaSuccess;
+    int device;
+    {
+        std::lock_guard<std::mutex> lock(g_api);
+        cudaStream_t st = resolve_locked(stream);
+        if (!st)
+            return set_error(cudaErrorInvalidResourceHandle);
+        if (!pending_locked(g_devices[st->device], st->id)) {
+            st->polls = 0;
+            return cudaSuccess;
+        }
+        if (++st->polls < 2)
+            return cudaErrorNotReady;
+        st->polls = 0;
+        device = st->device;
+    }
+    drain(device);
+    return sticky() ? set_error(sticky()) : cudaErrorNotReady;
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int flags)
@@ -1600,29 +1670,45 @@ cudaError_t cudaEventDestroy(cudaEvent_t event)
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream)
 {
-    int device = 0;
+    if (sticky())
+        return set_error(sticky());
+    std::lock_guard<std::mutex> lock(g_api);
+    cudaStream_t st = resolve_locked(stream);
+    if (!g_events.count(event) || !st)
+        return set_error(cudaErrorInvalidResourceHandle);
+    event->recorded = true;
+    event->done = false;
+    event->device = st->device;
+    push_locked(st, [event]() {
+        const double t = now_seconds();
+        std::lock_guard<std::mutex> lock(g_api);
+        event->seconds = t;
+        event->done = true;
+    });
+    return cudaSuccess;
+}
+
+/* As cudaStreamQuery: a second query in a row runs the work. */
+cudaError_t cudaEventQuery(cudaEvent_t event)
+{
+    if (sticky())
+        return set_error(sticky());
+    int device;
     {
         std::lock_guard<std::mutex> lock(g_api);
         if (!g_events.count(event))
             return set_error(cudaErrorInvalidResourceHandle);
-        event->recorded = true;
-        event->done = false;
+        if (!event->recorded || event->done) {
+            event->polls = 0;
+            return cudaSuccess;
+        }
+        if (++event->polls < 2)
+            return cudaErrorNotReady;
+        event->polls = 0;
+        device = event->device;
     }
-    cudaError_t e = set_error(enqueue_op(stream, [event]() {
-        event->seconds = now_seconds();
-        event->done = true;
-    }, &device));
-    if (e == cudaSuccess)
-        event->device = device;
-    return e;
-}
-
-cudaError_t cudaEventQuery(cudaEvent_t event)
-{
-    std::lock_guard<std::mutex> lock(g_api);
-    if (!g_events.count(event))
-        return set_error(cudaErrorInvalidResourceHandle);
-    return !event->recorded || event->done ? cudaSuccess : cudaErrorNotReady;
+    drain(device);
+    return sticky() ? set_error(sticky()) : cudaErrorNotReady;
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event)
