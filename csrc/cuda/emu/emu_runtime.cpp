@@ -1286,37 +1286,25 @@ cudaError_t cudaGetLastError(void)
 
 cudaError_t cudaPeekAtLastError(void) { return sticky() ? sticky() : tls_last; }
 
-cudaError_t cudaDriverGetVersion(int *v)
-{
-    if (!v)
-        return set_error(cudaErrorInvalidValue);
-    *v = CUDART_VERSION;
-    return cudaSuccess;
-}
+} /* extern "C" */
 
-cudaError_t cudaRuntimeGetVersion(int *v)
+namespace {
+/* *out = value, as the runtime's getters do (a NULL out is an invalid value). */
+cudaError_t answer(int *out, int value)
 {
-    if (!v)
+    if (!out)
         return set_error(cudaErrorInvalidValue);
-    *v = CUDART_VERSION;
+    *out = value;
     return cudaSuccess;
 }
+} // namespace
 
-cudaError_t cudaGetDeviceCount(int *count)
-{
-    if (!count)
-        return set_error(cudaErrorInvalidValue);
-    *count = device_count();
-    return cudaSuccess;
-}
+extern "C" {
 
-cudaError_t cudaGetDevice(int *device)
-{
-    if (!device)
-        return set_error(cudaErrorInvalidValue);
-    *device = tls_device;
-    return cudaSuccess;
-}
+cudaError_t cudaDriverGetVersion(int *v) { return answer(v, CUDART_VERSION); }
+cudaError_t cudaRuntimeGetVersion(int *v) { return answer(v, CUDART_VERSION); }
+cudaError_t cudaGetDeviceCount(int *count) { return answer(count, device_count()); }
+cudaError_t cudaGetDevice(int *device) { return answer(device, tls_device); }
 
 cudaError_t cudaSetDevice(int device)
 {
