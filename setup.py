@@ -335,7 +335,7 @@ if env_flag("GPUACCEL_SANITIZE"):
 
 core_ext = Extension(
     "gpuaccel._C",
-    sources=sources("core/*.c", "cpu/*.c", "net/*.c", "python/*.c"),
+    sources=sources("core/*.c", "cpu/*.c", "net/*.c", "net/layers/*.c", "python/*.c"),
     include_dirs=["csrc", numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_21_API_VERSION")],
     extra_compile_args=C_FLAGS,

@@ -48,14 +48,6 @@ class Layer:
     def _spec(self):
         raise NotImplementedError
 
-    def _param_shapes(self, in_shape):
-        """Shapes of [W, b] given the per-sample input shape (C, H, W)."""
-        return []
-
-    def _state_shapes(self, in_shape):
-        """Shapes of the non-trainable state arrays (batch-norm moving statistics)."""
-        return []
-
     def _flatten(self, trainable=True, depth=0):
         """The entries of the C layer table this layer expands to, in order:
         [(entry, effective trainable flag, nesting depth)]."""
@@ -108,10 +100,6 @@ class Conv2D(Layer):
                 "kernel_w": self.kernel_size[1], "stride": self.strides[0], "pad": self._pad(),
                 "relu": self._relu, "use_bias": self.use_bias}
 
-    def _param_shapes(self, in_shape):
-        w = (self.filters, in_shape[0]) + self.kernel_size
-        return [w, (self.filters,)] if self.use_bias else [w]
-
 
 class MaxPool2D(Layer):
     """Max pooling, no padding; strides default to pool_size."""
@@ -156,10 +144,6 @@ class Dense(Layer):
 
     def _spec(self):
         return {"kind": "dense", "units": self.units, "relu": self._relu, "use_bias": self.use_bias}
-
-    def _param_shapes(self, in_shape):
-        fin = in_shape[0] * in_shape[1] * in_shape[2]
-        return [(self.units, fin), (self.units,)] if self.use_bias else [(self.units, fin)]
 
 
 class Dropout(Layer):
@@ -207,12 +191,6 @@ class BatchNormalization(Layer):
     def _spec(self):
         return {"kind": "batchnorm", "momentum": self.momentum, "eps": self.epsilon}
 
-    def _param_shapes(self, in_shape):
-        return [(in_shape[0],), (in_shape[0],)]
-
-    def _state_shapes(self, in_shape):
-        return [(in_shape[0],), (in_shape[0],)]
-
 
 class GlobalAveragePooling2D(Layer):
     """Mean over H and W: (N, C, H, W) -> (N, C) (a (C, 1, 1) vector per sample)."""
@@ -233,12 +211,6 @@ class _ResBegin:
 
     def _spec(self):
         return {"kind": "res_begin"}
-
-    def _param_shapes(self, in_shape):
-        return []
-
-    def _state_shapes(self, in_shape):
-        return []
 
 
 class _ResEnd(_ResBegin):

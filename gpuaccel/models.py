@@ -326,26 +326,12 @@ class Sequential:
     # ---- weights --------------------------------------------------------------
     def _slots(self):
         """Where each array of get_weights() lives: [(top-level layer index, block, offset,
-        shape, trainable)], block 'p' (parameters) or 's' (non-trainable state), from the
-        layer table in C."""
+        shape, trainable)], block 'p' (parameters) or 's' (non-trainable state), as the
+        layer table in C describes it (the one place that knows each layer's shapes)."""
         net = self._require_net()
-        slots, in_shape, skips = [], tuple(self.input_shape), []
-        for (entry, tr, _), (out_shape, w_off, nw, b_off, nb), (s_off, ns), k in zip(
-                self._entries(), net.layer_info(), net.state_info(), self._top_index()):
-            if isinstance(entry, L._ResEnd):
-                skip = skips.pop()
-                shapes = ([(out_shape[0], skip[0], 1, 1)] + ([(out_shape[0],)] if nb else [])) if nw else []
-            else:
-                if isinstance(entry, L._ResBegin):
-                    skips.append(in_shape)
-                shapes = entry._param_shapes(in_shape)
-            for off, shape in zip((w_off, b_off), shapes):
-                slots.append((k, "p", off, tuple(shape), tr))
-            for shape in entry._state_shapes(in_shape):
-                slots.append((k, "s", s_off, tuple(shape), False))
-                s_off += int(np.prod(shape))
-            in_shape = tuple(out_shape)
-        return slots
+        return [(k, blk, off, tuple(shape), tr if blk == "p" else False)
+                for (_, tr, _), k, row in zip(self._entries(), self._top_index(), net.slots())
+                for _, blk, off, shape in row]
 
     def _top_index(self):
         return [k for k, layer in enumerate(self.layers) for _ in layer._flatten(True, 0)]

@@ -290,3 +290,41 @@ def test_reference_cnn_one_epoch_reaches_087(fashion):
     loss, acc = model.evaluate(xt, yt)
     print(f"reference CNN, 1 epoch: test loss {loss:.4f}, accuracy {acc:.4f}")
     assert acc >= 0.87
+
+
+# ---- one source of truth for shapes, strict specs ----------------------------------
+
+def test_weight_shapes_and_names_come_from_c():
+    """get_weights() follows the slots the C layer table reports: names, blocks, shapes,
+    contiguous offsets that cover the parameter and state blocks exactly once."""
+    from gpuaccel.layers import BatchNormalization, Residual
+    m = ga.Sequential([Conv2D(4, 3, use_bias=False), BatchNormalization(),
+                       Residual([Conv2D(6, 3, strides=2, padding=1)], projection=True),
+                       Flatten(), Dense(5)], input_shape=(2, 9, 9)).build()
+    rows = m._net.slots()
+    names = [[name for name, *_ in row] for row in rows]
+    assert names == [["kernel"], ["gamma", "beta", "moving_mean", "moving_variance"], [], ["kernel", "bias"],
+                     ["projection_kernel", "projection_bias"], [], ["kernel", "bias"]]
+    shapes = [w.shape for w in m.get_weights()]
+    assert shapes == [(4, 2, 3, 3), (4,), (4,), (4,), (4,), (6, 4, 3, 3), (6,), (6, 4, 1, 1), (6,),
+                      (5, 6 * 4 * 4), (5,)]
+    covered = {"p": np.zeros(m._net.nparams, int), "s": np.zeros(m._net.nstate, int)}
+    for row in rows:
+        for _, blk, off, shape in row:
+            covered[blk][off:off + int(np.prod(shape))] += 1
+    assert all((c == 1).all() for c in covered.values())
+
+
+@pytest.mark.parametrize("spec, msg", [
+    ({"kind": "dense", "units": 3, "unit": 4}, "unknown spec key 'unit'"),
+    ({"kind": "conv2d", "units": 2, "kernel_h": 3, "kernel_w": 3, "stride": 1, "rate": 0.5},
+     "unknown spec key 'rate'"),
+    ({"kind": "flatten", "relu": True}, "unknown spec key 'relu'"),
+])
+def test_unknown_spec_keys_are_errors(spec, msg):
+    from gpuaccel import _C
+    with pytest.raises(ValueError, match=msg):
+        _C.Net([{"kind": "flatten"}, spec] if spec["kind"] != "flatten" else [spec, {"kind": "dense", "units": 2}],
+               (1, 4, 4))
+    with pytest.raises(TypeError, match="keys must be strings"):
+        _C.Net([{"kind": "flatten", 3: 1}, {"kind": "dense", "units": 2}], (1, 4, 4))

@@ -1,5 +1,7 @@
-/* Sequential network: shapes, buffers, forward, backward, update. See net.h. */
-#include "net/net.h"
+/* Sequential network: shapes, buffers, forward, backward, update. See net.h.
+ * Each layer kind lives in csrc/net/layers/ behind a ga_layer_ops table
+ * (net/layer.h); this file runs the layers through their tables. */
+#include "net/layer.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -8,194 +10,102 @@
 #include "core/alloc.h"
 #include "core/rng.h"
 
-/* A backend keeps its own last-error text (the CUDA one lives in another
- * shared object): copy it into ours so the binding can raise it. */
-static ga_status backend_failed(const ga_backend *be, ga_status st)
+extern const ga_layer_ops ga_conv2d_layer, ga_maxpool2d_layer, ga_flatten_layer, ga_dense_layer, ga_dropout_layer,
+    ga_relu_layer, ga_batchnorm_layer, ga_global_avgpool_layer, ga_res_begin_layer, ga_res_end_layer;
+
+const ga_layer_ops *const ga_layer_table[GA_LAYER_KINDS] = {
+    [GA_LAYER_CONV2D] = &ga_conv2d_layer,
+    [GA_LAYER_MAXPOOL2D] = &ga_maxpool2d_layer,
+    [GA_LAYER_FLATTEN] = &ga_flatten_layer,
+    [GA_LAYER_DENSE] = &ga_dense_layer,
+    [GA_LAYER_DROPOUT] = &ga_dropout_layer,
+    [GA_LAYER_RELU] = &ga_relu_layer,
+    [GA_LAYER_BATCHNORM] = &ga_batchnorm_layer,
+    [GA_LAYER_GLOBAL_AVGPOOL] = &ga_global_avgpool_layer,
+    [GA_LAYER_RES_BEGIN] = &ga_res_begin_layer,
+    [GA_LAYER_RES_END] = &ga_res_end_layer,
+};
+
+const char *ga_layer_kind_name(int kind)
+{
+    return kind >= 0 && kind < GA_LAYER_KINDS ? ga_layer_table[kind]->kind : NULL;
+}
+
+const char *const *ga_layer_kind_keys(int kind)
+{
+    return kind >= 0 && kind < GA_LAYER_KINDS ? ga_layer_table[kind]->keys : NULL;
+}
+
+ga_status ga_net_backend_failed(const ga_backend *be, ga_status st)
 {
     if (be->last_error != ga_last_error)
         ga_fail(st, "%s", be->last_error());
     return st;
 }
+#define backend_failed ga_net_backend_failed
 
-#define BE(net, call)                                      \
-    do {                                                   \
-        ga_status be_st_ = (net)->be->call;                \
-        if (be_st_ != GA_OK)                               \
-            return backend_failed((net)->be, be_st_);      \
-    } while (0)
-
-static int64_t per_sample(const int64_t s[3]) { return s[0] * s[1] * s[2]; }
-
-/* No buffer may hold more than 2^40 floats (4 TiB): far beyond any real network,
- * and small enough that byte counts never overflow. */
-#define GA_MAX_ELEMS ((int64_t)1 << 40)
-#define GA_MAX_DIM ((int64_t)INT32_MAX)
-
-/* a * b, or -1 when either is negative or the product passes GA_MAX_ELEMS. */
-static int64_t checked_mul(int64_t a, int64_t b)
+void ga_layer_add_slot(ga_layer *l, const char *name, int block, int64_t off, int ndim, int64_t d0, int64_t d1,
+                       int64_t d2, int64_t d3)
 {
-    int64_t r;
-    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r) || r > GA_MAX_ELEMS)
+    if (l->nslots < GA_MAX_SLOTS)
+        l->slots[l->nslots++] = (ga_slot){.name = name, .block = block, .ndim = ndim, .off = off,
+                                          .shape = {d0, d1, d2, d3}};
+}
+
+void ga_layer_kernel_bias_slots(ga_layer *l, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+    ga_layer_add_slot(l, "kernel", GA_BLOCK_PARAMS, l->w_off, ndim, d0, d1, d2, d3);
+    if (l->nb)
+        ga_layer_add_slot(l, "bias", GA_BLOCK_PARAMS, l->b_off, 1, l->nb, 0, 0, 0);
+}
+
+void ga_layer_glorot(const ga_net *net, const ga_layer *l, int i, double fan_in, double fan_out, float *host)
+{
+    float limit = (float)sqrt(6.0 / (fan_in + fan_out));
+    uint64_t stream = ga_rng_hash(net->seed, (uint64_t)i);
+    float *w = host + l->w_off;
+    for (int64_t j = 0; j < l->nw; j++)
+        w[j] = (2.0f * ga_rng_uniform(stream, (uint64_t)j) - 1.0f) * limit;
+}
+
+int64_t ga_conv_ws_floats(const ga_conv_shape *s)
+{
+    const int64_t f = ga_conv_fwd_ws_floats(s), b = ga_conv_bwd_ws_floats(s);
+    return f > b ? f : b;
+}
+
+int64_t ga_conv_footprint(const ga_conv_shape *s)
+{
+    int64_t pq = checked_mul(s->p, s->q);
+    int64_t col = checked_mul(checked_mul(checked_mul(s->c, s->r), s->s), pq);
+    int64_t ws = checked_mul(s->k, pq);
+    if (col < 0 || ws < 0 || col + ws > GA_MAX_ELEMS)
         return -1;
-    return r;
+    return col + ws;
 }
 
-static ga_conv_shape conv_shape(const ga_layer *l, int64_t n)
-{
-    ga_conv_shape s = {
-        .n = n, .c = l->in[0], .h = l->in[1], .w = l->in[2],
-        .k = l->spec.units, .r = l->spec.kernel_h, .s = l->spec.kernel_w,
-        .stride = l->spec.stride, .pad = l->spec.pad, .p = l->out[1], .q = l->out[2],
-    };
-    return s;
-}
-
-/* The 1x1 projection of a residual end: skip (n, c', h', w') -> (n, k, p, q). */
-static ga_conv_shape proj_shape(const ga_layer *l, int64_t n)
-{
-    ga_conv_shape s = {
-        .n = n, .c = l->skip[0], .h = l->skip[1], .w = l->skip[2],
-        .k = l->out[0], .r = 1, .s = 1, .stride = l->proj_stride, .pad = 0,
-        .p = l->out[1], .q = l->out[2],
-    };
-    return s;
-}
-
-static ga_pool_shape pool_shape(const ga_layer *l, int64_t n)
-{
-    ga_pool_shape s = {
-        .n = n, .c = l->in[0], .h = l->in[1], .w = l->in[2],
-        .size = l->spec.kernel_h, .stride = l->spec.stride, .p = l->out[1], .q = l->out[2],
-    };
-    return s;
-}
-
-static int same_shape(const int64_t a[3], const int64_t b[3])
-{
-    return a[0] == b[0] && a[1] == b[1] && a[2] == b[2];
-}
-
-/* Output shape and parameter count of layer `i` given its input shape. */
+/* Output shape, parameter counts and slots of layer `i` given its input shape. */
 static ga_status infer_layer(ga_net *net, int i, int64_t *nparams)
 {
     ga_layer *l = &net->layers[i];
     const ga_layer_spec *sp = &l->spec;
-    const int64_t c = l->in[0], h = l->in[1], w = l->in[2];
     if (sp->units > GA_MAX_DIM || sp->kernel_h > GA_MAX_DIM || sp->kernel_w > GA_MAX_DIM ||
         sp->stride > GA_MAX_DIM || sp->pad > GA_MAX_DIM)
         return ga_fail(GA_ERR_VALUE, "layer %d: sizes above 2^31 - 1 are not supported", i);
-    switch (sp->kind) {
-    case GA_LAYER_CONV2D: {
-        if (sp->units <= 0 || sp->kernel_h <= 0 || sp->kernel_w <= 0 || sp->stride <= 0 || sp->pad < 0)
-            return ga_fail(GA_ERR_VALUE, "layer %d (Conv2D): filters, kernel and stride must be positive, padding >= 0", i);
-        int64_t p = h + 2 * sp->pad - sp->kernel_h, q = w + 2 * sp->pad - sp->kernel_w;
-        if (p < 0 || q < 0)
-            return ga_fail(GA_ERR_VALUE, "layer %d (Conv2D): kernel %lldx%lld is larger than its padded input %lldx%lld",
-                           i, (long long)sp->kernel_h, (long long)sp->kernel_w,
-                           (long long)(h + 2 * sp->pad), (long long)(w + 2 * sp->pad));
-        l->out[0] = sp->units;
-        l->out[1] = p / sp->stride + 1;
-        l->out[2] = q / sp->stride + 1;
-        l->nw = checked_mul(checked_mul(sp->units, c), checked_mul(sp->kernel_h, sp->kernel_w));
-        l->nb = sp->use_bias ? sp->units : 0;
-        break;
-    }
-    case GA_LAYER_MAXPOOL2D:
-        if (sp->kernel_h <= 0 || sp->stride <= 0)
-            return ga_fail(GA_ERR_VALUE, "layer %d (MaxPool2D): pool size and stride must be positive", i);
-        if (sp->kernel_h > h || sp->kernel_h > w)
-            return ga_fail(GA_ERR_VALUE, "layer %d (MaxPool2D): pool size %lld is larger than its input %lldx%lld",
-                           i, (long long)sp->kernel_h, (long long)h, (long long)w);
-        l->out[0] = c;
-        l->out[1] = (h - sp->kernel_h) / sp->stride + 1;
-        l->out[2] = (w - sp->kernel_h) / sp->stride + 1;
-        break;
-    case GA_LAYER_FLATTEN:
-        l->out[0] = checked_mul(checked_mul(c, h), w);
-        l->out[1] = l->out[2] = 1;
-        break;
-    case GA_LAYER_DENSE:
-        if (sp->units <= 0)
-            return ga_fail(GA_ERR_VALUE, "layer %d (Dense): units must be positive", i);
-        l->out[0] = sp->units;
-        l->out[1] = l->out[2] = 1;
-        l->nw = checked_mul(sp->units, checked_mul(checked_mul(c, h), w)); /* read in C, H, W order */
-        l->nb = sp->use_bias ? sp->units : 0;
-        break;
-    case GA_LAYER_DROPOUT:
-        if (!(sp->rate >= 0.0f && sp->rate < 1.0f))
-            return ga_fail(GA_ERR_VALUE, "layer %d (Dropout): rate must be in [0, 1), got %g", i, (double)sp->rate);
-        memcpy(l->out, l->in, sizeof l->out);
-        break;
-    case GA_LAYER_RELU:
-        memcpy(l->out, l->in, sizeof l->out);
-        break;
-    case GA_LAYER_BATCHNORM:
-        if (!(sp->momentum >= 0.0f && sp->momentum <= 1.0f) || !(sp->eps > 0.0f) || !isfinite(sp->eps))
-            return ga_fail(GA_ERR_VALUE, "layer %d (BatchNormalization): momentum must be in [0, 1] and epsilon > 0", i);
-        memcpy(l->out, l->in, sizeof l->out);
-        l->nw = c; /* gamma */
-        l->nb = c; /* beta */
-        l->ns = 2 * c;
-        l->s_off = net->nstate;
-        net->nstate += l->ns;
-        l->a_off = net->naux;
-        net->naux += 2 * c;
-        break;
-    case GA_LAYER_GLOBAL_AVGPOOL:
-        l->out[0] = c;
-        l->out[1] = l->out[2] = 1;
-        break;
-    case GA_LAYER_RES_BEGIN:
-        memcpy(l->out, l->in, sizeof l->out);
-        break;
-    case GA_LAYER_RES_END: {
-        const ga_layer *b = &net->layers[l->match];
-        memcpy(l->skip, b->in, sizeof l->skip);
-        memcpy(l->out, l->in, sizeof l->out);
-        if (sp->projection != GA_PROJ_NONE && sp->projection != GA_PROJ_YES && sp->projection != GA_PROJ_AUTO)
-            return ga_fail(GA_ERR_VALUE, "layer %d (residual end): unknown projection mode %d", i, sp->projection);
-        l->proj = sp->projection == GA_PROJ_YES || (sp->projection == GA_PROJ_AUTO && !same_shape(l->skip, l->in));
-        if (!l->proj) {
-            if (!same_shape(l->skip, l->in))
-                return ga_fail(GA_ERR_VALUE,
-                               "layer %d (residual end): the branch output (%lld, %lld, %lld) differs from the block input "
-                               "(%lld, %lld, %lld); use a projection",
-                               i, (long long)c, (long long)h, (long long)w, (long long)l->skip[0],
-                               (long long)l->skip[1], (long long)l->skip[2]);
-            break;
-        }
-        int64_t st = sp->stride;
-        if (st < 0)
-            return ga_fail(GA_ERR_VALUE, "layer %d (residual end): projection stride must be >= 0 (0: inferred)", i);
-        if (st == 0) /* the smallest stride that maps the skip onto the branch output */
-            for (int64_t t = 1; t <= l->skip[1] && st == 0; t++)
-                if ((l->skip[1] - 1) / t + 1 == h && (l->skip[2] - 1) / t + 1 == w)
-                    st = t;
-        if (st <= 0 || (l->skip[1] - 1) / st + 1 != h || (l->skip[2] - 1) / st + 1 != w)
-            return ga_fail(GA_ERR_VALUE,
-                           "layer %d (residual end): no 1x1 projection maps the block input %lldx%lld onto the branch "
-                           "output %lldx%lld",
-                           i, (long long)l->skip[1], (long long)l->skip[2], (long long)h, (long long)w);
-        l->proj_stride = st;
-        l->nw = checked_mul(c, l->skip[0]);
-        l->nb = sp->use_bias ? c : 0;
-        break;
-    }
-    default:
-        return ga_fail(GA_ERR_VALUE, "layer %d: unknown layer kind %d", i, sp->kind);
-    }
+    GA_TRY(l->ops->infer(net, l, i));
     if (l->nw < 0 || l->out[0] < 0 || checked_mul(checked_mul(l->out[0], l->out[1]), l->out[2]) < 0 ||
         *nparams + l->nw + l->nb > GA_MAX_ELEMS)
         return ga_fail(GA_ERR_VALUE, "layer %d: more than 2^40 weights or outputs per sample: too large", i);
     l->w_off = *nparams;
     l->b_off = l->w_off + l->nw;
     *nparams += l->nw + l->nb;
+    l->nslots = 0;
+    if (l->ops->describe)
+        l->ops->describe(l);
     return GA_OK;
 }
 
-/* Glorot-uniform weights (the Keras default), zero biases, from the
- * counter-based stream so the same seed gives the same net on every device. */
+/* Initial weights, each layer's own (Glorot-uniform for kernels, zero biases). */
 static void init_params(ga_net *net, float *host)
 {
     if (net->nparams == 0)
@@ -203,30 +113,8 @@ static void init_params(ga_net *net, float *host)
     memset(host, 0, (size_t)net->nparams * sizeof(float));
     for (int i = 0; i < net->nlayers; i++) {
         const ga_layer *l = &net->layers[i];
-        if (l->nw == 0)
-            continue;
-        if (l->spec.kind == GA_LAYER_BATCHNORM) { /* gamma = 1, beta = 0 */
-            for (int64_t j = 0; j < l->nw; j++)
-                host[l->w_off + j] = 1.0f;
-            continue;
-        }
-        double fan_in, fan_out;
-        if (l->spec.kind == GA_LAYER_RES_END) { /* 1x1 projection */
-            fan_in = (double)l->skip[0];
-            fan_out = (double)l->out[0];
-        } else if (l->spec.kind == GA_LAYER_CONV2D) {
-            double rs = (double)(l->spec.kernel_h * l->spec.kernel_w);
-            fan_in = (double)l->in[0] * rs;
-            fan_out = (double)l->spec.units * rs;
-        } else {
-            fan_in = (double)per_sample(l->in);
-            fan_out = (double)l->spec.units;
-        }
-        float limit = (float)sqrt(6.0 / (fan_in + fan_out));
-        uint64_t stream = ga_rng_hash(net->seed, (uint64_t)i);
-        float *w = host + l->w_off;
-        for (int64_t j = 0; j < l->nw; j++)
-            w[j] = (2.0f * ga_rng_uniform(stream, (uint64_t)j) - 1.0f) * limit;
+        if (l->nw && l->ops->init)
+            l->ops->init(net, l, i, host);
     }
 }
 
@@ -257,11 +145,12 @@ static void free_activations(ga_net *net)
     net->cap = 0;
 }
 
-static ga_status alloc_floats(ga_net *net, float **p, int64_t count)
+ga_status ga_net_alloc_floats(ga_net *net, float **p, int64_t count)
 {
     BE(net, alloc((void **)p, (size_t)count * sizeof(float)));
     return GA_OK;
 }
+#define alloc_floats ga_net_alloc_floats
 
 /* The largest buffer the net needs, in floats per sample (activations, im2col
  * and conv scratch); -1 when one would pass GA_MAX_ELEMS. */
@@ -271,14 +160,11 @@ static int64_t footprint(const ga_net *net)
     for (int i = 0; i < net->nlayers; i++) {
         const ga_layer *l = &net->layers[i];
         int64_t need = per_sample(l->out);
-        if (l->spec.kind == GA_LAYER_CONV2D || (l->spec.kind == GA_LAYER_RES_END && l->proj)) {
-            ga_conv_shape s = l->spec.kind == GA_LAYER_CONV2D ? conv_shape(l, 1) : proj_shape(l, 1);
-            int64_t pq = checked_mul(s.p, s.q);
-            int64_t col = checked_mul(checked_mul(checked_mul(s.c, s.r), s.s), pq);
-            int64_t ws = checked_mul(s.k, pq);
-            if (col < 0 || ws < 0 || col + ws > GA_MAX_ELEMS)
+        if (l->ops->footprint) {
+            int64_t own = l->ops->footprint(l);
+            if (own < 0)
                 return -1;
-            need = col + ws > need ? col + ws : need;
+            need = own > need ? own : need;
         }
         most = need > most ? need : most;
     }
@@ -299,47 +185,9 @@ static ga_status reserve(ga_net *net, int64_t n)
         ga_layer *l = &net->layers[i];
         int64_t out = per_sample(l->out);
         act = out > act ? out : act;
-        switch (l->spec.kind) {
-        case GA_LAYER_CONV2D: {
-            ga_conv_shape s = conv_shape(l, n);
-            int64_t need = ga_conv_bwd_ws_floats(&s);
-            if (ga_conv_fwd_ws_floats(&s) > need)
-                need = ga_conv_fwd_ws_floats(&s);
-            ws = need > ws ? need : ws;
-            GA_TRY(alloc_floats(net, &l->col, ga_conv_col_floats(&s)));
-            if (!l->fused_pool)
-                GA_TRY(alloc_floats(net, &l->y, n * out));
-            break;
-        }
-        case GA_LAYER_MAXPOOL2D:
-            BE(net, alloc((void **)&l->arg, (size_t)(n * out) * sizeof(int32_t)));
-            GA_TRY(alloc_floats(net, &l->y, n * out));
-            break;
-        case GA_LAYER_DROPOUT:
-            GA_TRY(alloc_floats(net, &l->mask, n * out));
-            GA_TRY(alloc_floats(net, &l->y, n * out));
-            break;
-        case GA_LAYER_RES_END:
-            if (l->proj) {
-                ga_conv_shape s = proj_shape(l, n);
-                int64_t need = ga_conv_bwd_ws_floats(&s);
-                if (ga_conv_fwd_ws_floats(&s) > need)
-                    need = ga_conv_fwd_ws_floats(&s);
-                ws = need > ws ? need : ws;
-                GA_TRY(alloc_floats(net, &l->col, ga_conv_col_floats(&s)));
-            }
-            GA_TRY(alloc_floats(net, &l->dskip, n * per_sample(l->skip)));
-            GA_TRY(alloc_floats(net, &l->y, n * out));
-            break;
-        case GA_LAYER_DENSE:
-        case GA_LAYER_RELU:
-        case GA_LAYER_BATCHNORM:
-        case GA_LAYER_GLOBAL_AVGPOOL:
-            GA_TRY(alloc_floats(net, &l->y, n * out));
-            break;
-        default: /* flatten, residual begin: views of their input */
-            break;
-        }
+        int64_t need = 0;
+        GA_TRY(l->ops->reserve(net, l, n, &need));
+        ws = need > ws ? need : ws;
     }
     GA_TRY(alloc_floats(net, &net->x, n * per_sample(net->in)));
     BE(net, alloc((void **)&net->labels, (size_t)n * sizeof(int32_t)));
@@ -399,6 +247,11 @@ ga_status ga_net_create(ga_net **out, const ga_backend *be, int device_index,
         l->spec = specs[i];
         l->trainable = 1;
         l->match = -1;
+        if (l->spec.kind < 0 || l->spec.kind >= GA_LAYER_KINDS) {
+            st = ga_fail(GA_ERR_VALUE, "layer %d: unknown layer kind %d", i, l->spec.kind);
+            break;
+        }
+        l->ops = ga_layer_table[l->spec.kind];
         if (l->spec.kind == GA_LAYER_RES_BEGIN) {
             open[depth++] = i;
         } else if (l->spec.kind == GA_LAYER_RES_END) {
@@ -420,14 +273,14 @@ ga_status ga_net_create(ga_net **out, const ga_backend *be, int device_index,
         st = infer_layer(net, i, &net->nparams);
         shape = l->out;
     }
-    /* conv -> max pool pairs run as one kernel where the backend has it (the
-     * conv output then never goes through memory); GPUACCEL_FUSE=0 turns this
-     * off, for tests that compare the two paths and for measurements */
+    /* a layer may run with the next one as one kernel (conv -> max pool);
+     * GPUACCEL_FUSE=0 turns this off, for tests that compare the two paths
+     * and for measurements */
     const char *fuse_env = getenv("GPUACCEL_FUSE");
-    const int fuse = be->conv2d_pool_forward && be->conv2d_pool_backward && !(fuse_env && strcmp(fuse_env, "0") == 0);
+    const int fuse = !(fuse_env && strcmp(fuse_env, "0") == 0);
     for (int i = 0; i + 1 < nlayers && st == GA_OK && fuse; i++)
-        net->layers[i].fused_pool = net->layers[i].spec.kind == GA_LAYER_CONV2D &&
-                                    net->layers[i + 1].spec.kind == GA_LAYER_MAXPOOL2D;
+        if (net->layers[i].ops->fuse_next)
+            net->layers[i].fused_pool = net->layers[i].ops->fuse_next(net, &net->layers[i]);
     if (st == GA_OK) {
         const ga_layer *last = &net->layers[nlayers - 1];
         net->classes = per_sample(last->out);
@@ -542,82 +395,9 @@ static ga_status forward(ga_net *net, int64_t n, int training)
     const float *in = net->x;
     for (int i = 0; i < net->nlayers; i++) {
         ga_layer *l = &net->layers[i];
-        const float *w = net->params + l->w_off, *b = l->nb ? net->params + l->b_off : NULL;
-        const int64_t count = n * per_sample(l->out);
         float *y = l->y;
-        switch (l->spec.kind) {
-        case GA_LAYER_CONV2D: {
-            ga_conv_shape s = conv_shape(l, n);
-            if (l->fused_pool) { /* this layer and the pool after it, in one call */
-                ga_layer *pool = &net->layers[i + 1];
-                ga_pool_shape ps = pool_shape(pool, n);
-                BE(net, conv2d_pool_forward(pool->y, pool->arg, l->col, net->ws, in, w, b, l->spec.relu, &s, &ps));
-                l->x_seen = in;
-                l->y_seen = NULL;
-                pool->x_seen = NULL;
-                pool->y_seen = pool->y;
-                in = pool->y;
-                i++;
-                continue;
-            }
-            BE(net, conv2d_forward(y, l->col, net->ws, in, w, b, l->spec.relu, &s, GA_VARIANT_FAST));
-            break;
-        }
-        case GA_LAYER_MAXPOOL2D: {
-            ga_pool_shape s = pool_shape(l, n);
-            BE(net, maxpool_forward(y, l->arg, in, &s));
-            break;
-        }
-        case GA_LAYER_DENSE: {
-            const int64_t fin = per_sample(l->in), units = l->spec.units;
-            BE(net, gemm(y, in, w, 0, 1, n, units, fin, fin, fin, units, 1.0f, 0.0f, GA_VARIANT_FAST));
-            if (b || l->spec.relu)
-                BE(net, bias_act(y, b, n, units, l->spec.relu));
-            break;
-        }
-        case GA_LAYER_DROPOUT:
-            if (training && l->spec.rate > 0.0f) {
-                uint64_t mask_seed = ga_rng_hash(net->seed ^ 0xD50F0A7ull, net->draws++);
-                BE(net, dropout_forward(y, l->mask, in, count, l->spec.rate, mask_seed));
-            } else {
-                y = (float *)in; /* identity: a view */
-            }
-            break;
-        case GA_LAYER_RELU:
-            BE(net, relu_forward(y, in, count));
-            break;
-        case GA_LAYER_BATCHNORM: {
-            const int64_t c = l->in[0], hw = l->in[1] * l->in[2];
-            float *save = net->aux + l->a_off, *run = net->state + l->s_off;
-            /* a frozen batch norm runs in inference mode, as in Keras */
-            BE(net, batchnorm_forward(y, save, save + c, run, run + c, in, w, b, n, c, hw, l->spec.momentum,
-                                      l->spec.eps, training && l->trainable));
-            break;
-        }
-        case GA_LAYER_GLOBAL_AVGPOOL:
-            BE(net, global_avgpool_forward(y, in, n * l->in[0], l->in[1] * l->in[2]));
-            break;
-        case GA_LAYER_RES_BEGIN:
-            y = (float *)in; /* a view: the skip stays in the input's buffer, which no later layer writes */
-            break;
-        case GA_LAYER_RES_END: {
-            const float *skip = net->layers[l->match].x_seen;
-            if (l->proj) {
-                ga_conv_shape s = proj_shape(l, n);
-                BE(net, conv2d_forward(y, l->col, net->ws, skip, w, b, 0, &s, GA_VARIANT_FAST));
-                BE(net, add(y, y, in, count));
-            } else {
-                BE(net, add(y, in, skip, count));
-            }
-            if (l->spec.relu)
-                BE(net, relu_forward(y, y, count));
-            break;
-        }
-        default: /* flatten: the same memory seen as a vector */
-            y = (float *)in;
-            break;
-        }
         l->x_seen = in;
+        GA_TRY(l->ops->forward(net, l, n, training, in, &y));
         l->y_seen = y;
         in = y;
     }
@@ -633,95 +413,10 @@ static ga_status backward(ga_net *net, int64_t n, int training, int lowest, int 
     float *g = net->grad_a, *spare = net->grad_b;
     for (int i = net->nlayers - 1; i >= lowest; i--) {
         ga_layer *l = &net->layers[i];
-        const float *w = net->params + l->w_off;
-        float *dw = net->grads + l->w_off, *db = l->nb ? net->grads + l->b_off : NULL;
-        const int64_t count = n * per_sample(l->out);
         const int need_dx = i > lowest || dx_at_lowest; /* false only on the last layer visited */
-        const int train_w = l->trainable;
-        switch (l->spec.kind) {
-        case GA_LAYER_CONV2D: {
-            ga_conv_shape s = conv_shape(l, n);
-            if (l->fused_pool) { /* g is the gradient of the pool's output (the pool deferred to here) */
-                const ga_layer *pool = &net->layers[i + 1];
-                ga_pool_shape ps = pool_shape(pool, n);
-                if (train_w || need_dx)
-                    BE(net, conv2d_pool_backward(need_dx ? spare : NULL, train_w ? dw : NULL, train_w ? db : NULL,
-                                                 net->ws, l->x_seen, l->col, w, g, pool->y_seen, pool->arg,
-                                                 l->spec.relu, &s, &ps));
-                break;
-            }
-            if (l->spec.relu)
-                BE(net, relu_backward(g, l->y_seen, g, count));
-            if (train_w || need_dx) /* frozen: the input gradient only */
-                BE(net, conv2d_backward(need_dx ? spare : NULL, train_w ? dw : NULL, train_w ? db : NULL,
-                                        net->ws, l->x_seen, l->col, w, g, &s, GA_VARIANT_FAST));
-            break;
-        }
-        case GA_LAYER_MAXPOOL2D: {
-            ga_pool_shape s = pool_shape(l, n);
-            if (i > lowest && net->layers[i - 1].fused_pool)
-                continue; /* the fused conv below takes g as it is */
-            if (need_dx)
-                BE(net, maxpool_backward(spare, g, l->arg, &s));
-            break;
-        }
-        case GA_LAYER_DENSE: {
-            const int64_t fin = per_sample(l->in), units = l->spec.units;
-            if (l->spec.relu)
-                BE(net, relu_backward(g, l->y_seen, g, count));
-            if (train_w) {
-                BE(net, gemm(dw, g, l->x_seen, 1, 0, units, fin, n, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST));
-                if (db)
-                    BE(net, sum_rows(db, g, n, units));
-            }
-            if (need_dx)
-                BE(net, gemm(spare, g, w, 0, 0, n, fin, units, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST));
-            break;
-        }
-        case GA_LAYER_BATCHNORM: {
-            const int64_t c = l->in[0], hw = l->in[1] * l->in[2];
-            const float *save = net->aux + l->a_off;
-            if (train_w || need_dx)
-                BE(net, batchnorm_backward(need_dx ? spare : NULL, train_w ? dw : NULL, train_w ? db : NULL, g,
-                                           l->x_seen, w, save, save + c, n, c, hw, training && train_w));
-            break;
-        }
-        case GA_LAYER_GLOBAL_AVGPOOL:
-            if (need_dx)
-                BE(net, global_avgpool_backward(spare, g, n * l->in[0], l->in[1] * l->in[2]));
-            break;
-        case GA_LAYER_RES_END: {
-            /* the branch gets g unchanged (it stays in place); the skip's share goes to dskip,
-             * which RES_BEGIN adds, when the backward pass reaches it */
-            const int need_skip = l->match >= lowest;
-            if (l->spec.relu)
-                BE(net, relu_backward(g, l->y_seen, g, count));
-            if (l->proj) {
-                ga_conv_shape s = proj_shape(l, n);
-                const float *skip = net->layers[l->match].x_seen;
-                if (train_w || need_skip)
-                    BE(net, conv2d_backward(need_skip ? l->dskip : NULL, train_w ? dw : NULL,
-                                            train_w ? db : NULL, net->ws, skip, l->col, w, g, &s,
-                                            GA_VARIANT_FAST));
-            } else if (need_skip) {
-                BE(net, copy(l->dskip, g, (size_t)count * sizeof(float)));
-            }
-            continue;
-        }
-        case GA_LAYER_RES_BEGIN:
-            BE(net, add(g, g, net->layers[l->match].dskip, count));
-            continue;
-        case GA_LAYER_DROPOUT:
-            if (training && l->spec.rate > 0.0f)
-                BE(net, mul(g, g, l->mask, count));
-            continue; /* in place: g stays */
-        case GA_LAYER_RELU:
-            BE(net, relu_backward(g, l->y_seen, g, count));
-            continue;
-        default: /* flatten */
-            continue;
-        }
-        if (need_dx) { /* the gradient now lives in spare */
+        int moved = 0;
+        GA_TRY(l->ops->backward(net, l, n, training, lowest, need_dx, g, spare, &moved));
+        if (moved) { /* the gradient now lives in spare */
             float *t = g;
             g = spare;
             spare = t;

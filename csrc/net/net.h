@@ -21,8 +21,16 @@ typedef enum {
     GA_LAYER_BATCHNORM,      /* per-channel normalisation, gamma/beta + moving mean/var */
     GA_LAYER_GLOBAL_AVGPOOL, /* (C, H, W) -> (C, 1, 1) */
     GA_LAYER_RES_BEGIN,      /* residual block: remembers its input (the skip) */
-    GA_LAYER_RES_END         /* residual block: y = branch + skip (or 1x1 projection of it), ReLU */
+    GA_LAYER_RES_END,        /* residual block: y = branch + skip (or 1x1 projection of it), ReLU */
+    GA_LAYER_KINDS
 } ga_layer_kind;
+
+/* A kind's name in a spec ("conv2d", ...) and the spec keys it reads besides
+ * "kind" (a list ended by NULL, at most 8); NULL for an unknown kind. */
+const char *ga_layer_kind_name(int kind);
+const char *const *ga_layer_kind_keys(int kind);
+
+typedef struct ga_layer_ops ga_layer_ops; /* net/layer.h: what each kind does */
 
 /* Residual blocks are brackets in the linear table: RES_BEGIN, the branch's
  * layers, RES_END (nesting allowed). Forward: RES_BEGIN is a view of its input;
@@ -45,8 +53,21 @@ typedef struct {
                                      stride 0 = inferred, use_bias for the projection */
 } ga_layer_spec;
 
+/* One named array of a layer's weights or state, as get_weights() shows it:
+ * where it lives (the parameter or the state block), its offset and shape. */
+enum { GA_BLOCK_PARAMS = 0, GA_BLOCK_STATE = 1 };
+#define GA_MAX_SLOTS 4
+typedef struct {
+    const char *name;             /* "kernel", "bias", "gamma", "moving_mean", ... */
+    int block;                    /* GA_BLOCK_* */
+    int ndim;
+    int64_t off;                  /* in floats, inside its block */
+    int64_t shape[4];
+} ga_slot;
+
 typedef struct {
     ga_layer_spec spec;
+    const ga_layer_ops *ops;      /* the kind's operations (csrc/net/layers/) */
     int64_t in[3], out[3];        /* per-sample (C, H, W); vectors are (F, 1, 1) */
     int64_t w_off, nw, b_off, nb; /* weights and bias inside the parameter block */
     float *y;                     /* output buffer (cap samples); NULL for views */
@@ -65,6 +86,8 @@ typedef struct {
     int64_t a_off;                /* batch norm: batch mean, invstd of the last forward in aux */
     int fused_pool;               /* conv: runs with the max pool after it as one kernel
                                      (its own output is never stored; y is NULL) */
+    int nslots;                   /* its weights and state, in get_weights() order */
+    ga_slot slots[GA_MAX_SLOTS];
 } ga_layer;
 
 enum { GA_OPT_SGD = 0, GA_OPT_ADAM = 1 };

@@ -25,9 +25,30 @@ typedef struct {
         Py_END_ALLOW_THREADS                                    \
     } while (0)
 
-/* Index = ga_layer_kind (net/net.h). */
-static const char *const kind_names[] = {"conv2d", "maxpool2d", "flatten",        "dense",     "dropout",
-                                         "relu",   "batchnorm", "global_avgpool", "res_begin", "res_end"};
+/* 0 when every key of d is "kind" or one of the keys its kind reads (a
+ * mistyped key is an error, never read as 0). */
+static int check_keys(PyObject *d, int kind, Py_ssize_t i)
+{
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(d, &pos, &key, &value)) {
+        const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+        if (!k) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "layer %zd: spec keys must be strings", i);
+            return -1;
+        }
+        const char *const *keys = ga_layer_kind_keys(kind);
+        int known = strcmp(k, "kind") == 0;
+        for (int j = 0; !known && j < 8 && keys[j]; j++)
+            known = strcmp(k, keys[j]) == 0;
+        if (!known) {
+            PyErr_Format(PyExc_ValueError, "layer %zd (%s): unknown spec key '%s'", i, ga_layer_kind_name(kind), k);
+            return -1;
+        }
+    }
+    return 0;
+}
 
 /* Read one layer description (a dict) into `sp`. */
 static int parse_spec(PyObject *d, ga_layer_spec *sp, Py_ssize_t i)
@@ -45,13 +66,15 @@ static int parse_spec(PyObject *d, ga_layer_spec *sp, Py_ssize_t i)
         return -1;
     }
     sp->kind = -1;
-    for (int j = 0; j < (int)(sizeof kind_names / sizeof kind_names[0]); j++)
-        if (strcmp(k, kind_names[j]) == 0)
+    for (int j = 0; j < GA_LAYER_KINDS; j++)
+        if (strcmp(k, ga_layer_kind_name(j)) == 0)
             sp->kind = j;
     if (sp->kind < 0) {
         PyErr_Format(PyExc_ValueError, "layer %zd: unknown kind '%s'", i, k);
         return -1;
     }
+    if (check_keys(d, sp->kind, i) < 0)
+        return -1;
     struct { const char *key; int64_t *dst; } ints[] = {
         {"units", &sp->units}, {"kernel_h", &sp->kernel_h}, {"kernel_w", &sp->kernel_w},
         {"stride", &sp->stride}, {"pad", &sp->pad},
@@ -536,6 +559,42 @@ static PyObject *net_layer_info(GaNet *self, PyObject *unused)
     return list;
 }
 
+/* [[(name, block 'p' or 's', offset, shape), ...] per layer]: where each array of
+ * get_weights() lives, as the layer table in C describes it. */
+static PyObject *net_slots(GaNet *self, PyObject *unused)
+{
+    if (ready(self) < 0)
+        return NULL;
+    PyObject *list = PyList_New(self->net->nlayers);
+    for (int i = 0; list && i < self->net->nlayers; i++) {
+        const ga_layer *l = &self->net->layers[i];
+        PyObject *row = PyList_New(l->nslots);
+        for (int j = 0; row && j < l->nslots; j++) {
+            const ga_slot *sl = &l->slots[j];
+            PyObject *shape = PyTuple_New(sl->ndim);
+            for (int d = 0; shape && d < sl->ndim; d++) {
+                PyObject *v = PyLong_FromLongLong(sl->shape[d]);
+                if (!v)
+                    Py_CLEAR(shape);
+                else
+                    PyTuple_SET_ITEM(shape, d, v);
+            }
+            PyObject *item = shape ? Py_BuildValue("(ssLN)", sl->name, sl->block == GA_BLOCK_STATE ? "s" : "p",
+                                                   (long long)sl->off, shape)
+                                   : NULL;
+            if (!item)
+                Py_CLEAR(row);
+            else
+                PyList_SET_ITEM(row, j, item);
+        }
+        if (!row)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, i, row);
+    }
+    return list;
+}
+
 static PyObject *net_get_nparams(GaNet *self, void *c) { return ready(self) < 0 ? NULL : PyLong_FromLongLong(self->net->nparams); }
 static PyObject *net_get_classes(GaNet *self, void *c) { return ready(self) < 0 ? NULL : PyLong_FromLongLong(self->net->classes); }
 static PyObject *net_get_steps(GaNet *self, void *c) { return ready(self) < 0 ? NULL : PyLong_FromLongLong(self->net->t); }
@@ -553,6 +612,7 @@ static PyMethodDef net_methods[] = {
     {"layer_info", (PyCFunction)net_layer_info, METH_NOARGS, "per layer: (out_shape, w_off, nw, b_off, nb)"},
     {"get_state", (PyCFunction)net_get_state, METH_NOARGS, "the non-trainable state block (batch-norm moving mean, variance)"},
     {"set_state", (PyCFunction)net_set_state, METH_O, "overwrite the state block"},
+    {"slots", (PyCFunction)net_slots, METH_NOARGS, "per layer: [(name, block 'p'/'s', offset, shape)] of its weights and state"},
     {"state_info", (PyCFunction)net_state_info, METH_NOARGS, "per layer: (state_off, ns)"},
     {"set_trainable", (PyCFunction)net_set_trainable, METH_O, "set_trainable(flags): one per layer"},
     {"get_trainable", (PyCFunction)net_get_trainable, METH_NOARGS, "the per-layer trainable flags"},
