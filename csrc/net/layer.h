@@ -84,6 +84,11 @@ static inline float *layer_db(const ga_net *net, const ga_layer *l)
 }
 
 ga_status ga_net_alloc_floats(ga_net *net, float **p, int64_t count);
+/* Shared entries: reserve only the output (l->y); reserve nothing (a view);
+ * forward as a view of the input. */
+ga_status ga_layer_reserve_output(ga_net *net, ga_layer *l, int64_t n, int64_t *ws);
+ga_status ga_layer_reserve_none(ga_net *net, ga_layer *l, int64_t n, int64_t *ws);
+ga_status ga_layer_forward_view(ga_net *net, ga_layer *l, int64_t n, int training, const float *in, float **y);
 void ga_layer_add_slot(ga_layer *l, const char *name, int block, int64_t off, int ndim, int64_t d0, int64_t d1,
                        int64_t d2, int64_t d3);
 /* The standard slots: "kernel" (kernel_ndim dims) then "bias" when there is one. */

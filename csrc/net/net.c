@@ -152,6 +152,24 @@ ga_status ga_net_alloc_floats(ga_net *net, float **p, int64_t count)
 }
 #define alloc_floats ga_net_alloc_floats
 
+ga_status ga_layer_reserve_output(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
+{
+    *ws = 0;
+    return ga_net_alloc_floats(net, &l->y, n * per_sample(l->out));
+}
+
+ga_status ga_layer_reserve_none(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
+{
+    *ws = 0;
+    return GA_OK;
+}
+
+ga_status ga_layer_forward_view(ga_net *net, ga_layer *l, int64_t n, int training, const float *in, float **y)
+{
+    *y = (float *)in;
+    return GA_OK;
+}
+
 /* The largest buffer the net needs, in floats per sample (activations, im2col
  * and conv scratch); -1 when one would pass GA_MAX_ELEMS. */
 static int64_t footprint(const ga_net *net)

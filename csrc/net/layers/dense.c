@@ -21,12 +21,6 @@ static void init(const ga_net *net, const ga_layer *l, int i, float *host)
     ga_layer_glorot(net, l, i, (double)per_sample(l->in), (double)l->spec.units, host);
 }
 
-static ga_status reserve(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
-{
-    *ws = 0;
-    return ga_net_alloc_floats(net, &l->y, n * per_sample(l->out));
-}
-
 static ga_status forward(ga_net *net, ga_layer *l, int64_t n, int training, const float *in, float **y)
 {
     (void)training;
@@ -65,7 +59,7 @@ const ga_layer_ops ga_dense_layer = {
     .infer = infer,
     .describe = describe,
     .init = init,
-    .reserve = reserve,
+    .reserve = ga_layer_reserve_output,
     .forward = forward,
     .backward = backward,
 };

@@ -40,12 +40,6 @@ static void init(const ga_net *net, const ga_layer *l, int i, float *host)
         host[l->w_off + j] = 1.0f;
 }
 
-static ga_status reserve(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
-{
-    *ws = 0;
-    return ga_net_alloc_floats(net, &l->y, n * per_sample(l->out));
-}
-
 static ga_status forward(ga_net *net, ga_layer *l, int64_t n, int training, const float *in, float **y)
 {
     const int64_t c = l->in[0], hw = l->in[1] * l->in[2];
@@ -75,7 +69,7 @@ const ga_layer_ops ga_batchnorm_layer = {
     .infer = infer,
     .describe = describe,
     .init = init,
-    .reserve = reserve,
+    .reserve = ga_layer_reserve_output,
     .forward = forward,
     .backward = backward,
 };

@@ -94,12 +94,6 @@ static ga_status gap_infer(ga_net *net, ga_layer *l, int i)
     return GA_OK;
 }
 
-static ga_status output_reserve(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
-{
-    *ws = 0;
-    return ga_net_alloc_floats(net, &l->y, n * per_sample(l->out));
-}
-
 static ga_status gap_forward(ga_net *net, ga_layer *l, int64_t n, int training, const float *in, float **y)
 {
     (void)training;
@@ -122,7 +116,7 @@ const ga_layer_ops ga_global_avgpool_layer = {
     .kind = "global_avgpool",
     .name = "GlobalAveragePooling2D",
     .infer = gap_infer,
-    .reserve = output_reserve,
+    .reserve = ga_layer_reserve_output,
     .forward = gap_forward,
     .backward = gap_backward,
 };

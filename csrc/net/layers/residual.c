@@ -28,20 +28,6 @@ static ga_status begin_infer(ga_net *net, ga_layer *l, int i)
     return GA_OK;
 }
 
-static ga_status begin_reserve(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
-{
-    (void)net, (void)l, (void)n;
-    *ws = 0;
-    return GA_OK;
-}
-
-static ga_status begin_forward(ga_net *net, ga_layer *l, int64_t n, int training, const float *in, float **y)
-{
-    (void)net, (void)l, (void)n, (void)training;
-    *y = (float *)in; /* the skip stays in the input's buffer, which no later layer writes */
-    return GA_OK;
-}
-
 static ga_status begin_backward(ga_net *net, ga_layer *l, int64_t n, int training, int lowest, int need_dx, float *g,
                                 float *spare, int *moved)
 {
@@ -55,8 +41,8 @@ const ga_layer_ops ga_res_begin_layer = {
     .kind = "res_begin",
     .name = "residual begin",
     .infer = begin_infer,
-    .reserve = begin_reserve,
-    .forward = begin_forward,
+    .reserve = ga_layer_reserve_none,
+    .forward = ga_layer_forward_view,
     .backward = begin_backward,
 };
 

@@ -14,12 +14,6 @@ static ga_status same_infer(ga_net *net, ga_layer *l, int i)
     return GA_OK;
 }
 
-static ga_status output_reserve(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
-{
-    *ws = 0;
-    return ga_net_alloc_floats(net, &l->y, n * per_sample(l->out));
-}
-
 /* ---- Flatten: the same memory seen as a vector ---- */
 
 static ga_status flatten_infer(ga_net *net, ga_layer *l, int i)
@@ -28,25 +22,6 @@ static ga_status flatten_infer(ga_net *net, ga_layer *l, int i)
     (void)i;
     l->out[0] = checked_mul(checked_mul(l->in[0], l->in[1]), l->in[2]);
     l->out[1] = l->out[2] = 1;
-    return GA_OK;
-}
-
-static ga_status no_reserve(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
-{
-    (void)net;
-    (void)l;
-    (void)n;
-    *ws = 0;
-    return GA_OK;
-}
-
-static ga_status view_forward(ga_net *net, ga_layer *l, int64_t n, int training, const float *in, float **y)
-{
-    (void)net;
-    (void)l;
-    (void)n;
-    (void)training;
-    *y = (float *)in;
     return GA_OK;
 }
 
@@ -62,8 +37,8 @@ const ga_layer_ops ga_flatten_layer = {
     .kind = "flatten",
     .name = "Flatten",
     .infer = flatten_infer,
-    .reserve = no_reserve,
-    .forward = view_forward,
+    .reserve = ga_layer_reserve_none,
+    .forward = ga_layer_forward_view,
     .backward = pass_backward,
 };
 
@@ -79,7 +54,7 @@ static ga_status dropout_infer(ga_net *net, ga_layer *l, int i)
 static ga_status dropout_reserve(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
 {
     GA_TRY(ga_net_alloc_floats(net, &l->mask, n * per_sample(l->out)));
-    return output_reserve(net, l, n, ws);
+    return ga_layer_reserve_output(net, l, n, ws);
 }
 
 static int dropping(const ga_layer *l, int training) { return training && l->spec.rate > 0.0f; }
@@ -137,7 +112,7 @@ const ga_layer_ops ga_relu_layer = {
     .kind = "relu",
     .name = "ReLU",
     .infer = same_infer,
-    .reserve = output_reserve,
+    .reserve = ga_layer_reserve_output,
     .forward = relu_layer_forward,
     .backward = relu_layer_backward,
 };
