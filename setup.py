@@ -189,7 +189,7 @@ def compile_objects(tool, srcs, flags, build_temp, cmd_of):
     tag = hashlib.sha1(" ".join([tool] + flags).encode()).hexdigest()[:10]
     out_dir = os.path.join(build_temp, f"{os.path.basename(tool)}-{tag}")
     os.makedirs(out_dir, exist_ok=True)
-    headers = sources("cuda/*.h", "cuda/emu/*.h", "core/*.h")
+    headers = sources("cuda/*.h", "cuda/emu/*.h", "core/*.h", "core/*.def")
     newest_dep = max([os.path.getmtime(h) for h in headers] + [0])
 
     def compile_one(src):
@@ -226,7 +226,7 @@ def nvcc_compile(cu_sources, build_temp):
         raise RuntimeError("CUDA sources given but nvcc was not found")
     inc, _ = cuda_paths(nvcc)
     archs = cuda_archs(nvcc)
-    flags = ["-O3", "-std=c++17", "-lineinfo", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
+    flags = ["-O3", "-std=c++20", "-lineinfo", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
              "-Icsrc", f"-I{inc}"] + gencode_flags(archs)
     if env_flag("GPUACCEL_SANITIZE"):
         flags = [f for f in flags if f != "-O3"] + ["-O1", "-g"]
@@ -262,7 +262,7 @@ def emu_compile(srcs, build_temp):
     # TLS descriptors: threadIdx and friends are thread-locals of a dlopen'ed module, read
     # by every emulated thread; this makes each read a few instructions, not a libc call
     native += ["-mtls-dialect=gnu2"] if compiler_accepts_cxx(cxx, "-mtls-dialect=gnu2") else []
-    flags = ["-std=c++17", "-O3"] + native + ["-ffp-contract=fast", "-fPIC", "-fvisibility=hidden", "-pthread", "-Wall",
+    flags = ["-std=c++20", "-O3"] + native + ["-ffp-contract=fast", "-fPIC", "-fvisibility=hidden", "-pthread", "-Wall",
              "-Wno-unused-parameter", "-Wno-unused-function", "-Wno-unknown-pragmas", "-Wno-sign-compare",
              f"-I{EMU_DIR}", "-Icsrc", "-DGA_CUDA_EMU=1"]
     if env_flag("GPUACCEL_SANITIZE"):
@@ -278,8 +278,8 @@ def emu_extension():
     emu = sources("cuda/emu/*.cpp")
     ext = Extension(
         "gpuaccel._cuda",
-        sources=cu + emu + sources("core/status.c", "core/alloc.c", "python/cuda/module.c"),
-        depends=cu + emu + sources("cuda/*.h", "cuda/emu/*.h", "core/*.h"),
+        sources=cu + emu + sources("core/status.c", "core/alloc.c", "core/checks.c", "python/cuda/module.c"),
+        depends=cu + emu + sources("cuda/*.h", "cuda/emu/*.h", "core/*.h", "core/*.def"),
         include_dirs=[EMU_DIR, "csrc"],
         define_macros=[("GA_CUDA_ARCHS", '"emulator"'), ("GA_CUDA_EMU", "1")],
         extra_compile_args=C_FLAGS + ["-fvisibility=hidden"],
@@ -309,8 +309,8 @@ def cuda_extensions():
     return [
         Extension(
             "gpuaccel._cuda",
-            sources=cu + sources("core/status.c", "core/alloc.c", "python/cuda/module.c"),
-            depends=cu + sources("cuda/*.h", "core/*.h"),
+            sources=cu + sources("core/status.c", "core/alloc.c", "core/checks.c", "python/cuda/module.c"),
+            depends=cu + sources("cuda/*.h", "core/*.h", "core/*.def"),
             include_dirs=["csrc", inc],
             define_macros=[("GA_CUDA_ARCHS", f'"{archs_label(archs)}"')],
             extra_compile_args=C_FLAGS + ["-fvisibility=hidden"],

@@ -7,7 +7,14 @@ weights (units, in_features), inputs NCHW, Flatten in C, H, W order.
 Freezing: `layer.trainable = False` keeps a layer's weights out of the update
 (and out of the backward work, see Sequential.fit); it may be changed after
 the model is built, the next fit() passes it to C. A layer inside a Residual
-block trains only when it and the block are trainable."""
+block trains only when it and the block are trainable.
+
+Activations (`activation=` of Conv2D, Dense and Residual, and the Activation
+layer) are the names in gpuaccel.ops.ACTIVATIONS (from C): 'linear' (or None),
+'relu', 'leaky_relu', 'elu', 'tanh', 'sigmoid', 'gelu' (tanh form) and 'silu'
+(alias 'swish'); softmax is part of the loss."""
+
+from .ops import activation_name
 
 
 def _pair(v, name):
@@ -18,12 +25,12 @@ def _pair(v, name):
     raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
 
 
-def _activation(name):
-    if name in (None, "linear"):
-        return False
-    if name == "relu":
-        return True
-    raise ValueError(f"unsupported activation {name!r}: use None or 'relu' (softmax is part of the loss)")
+def _activation(name, alpha=None):
+    """The spec entries of an activation (validated now, not at build time)."""
+    spec = {"activation": activation_name(name)}
+    if alpha is not None:
+        spec["alpha"] = float(alpha)
+    return spec
 
 
 class Layer:
@@ -79,7 +86,7 @@ class Conv2D(Layer):
         self.padding = padding
         self.activation = activation
         self.use_bias = bool(use_bias)
-        self._relu = _activation(activation)
+        self._act = _activation(activation)
 
     def _pad(self):
         kh, kw = self.kernel_size
@@ -98,7 +105,7 @@ class Conv2D(Layer):
     def _spec(self):
         return {"kind": "conv2d", "units": self.filters, "kernel_h": self.kernel_size[0],
                 "kernel_w": self.kernel_size[1], "stride": self.strides[0], "pad": self._pad(),
-                "relu": self._relu, "use_bias": self.use_bias}
+                "use_bias": self.use_bias, **self._act}
 
 
 class MaxPool2D(Layer):
@@ -137,13 +144,13 @@ class Dense(Layer):
         self.units = units
         self.activation = activation
         self.use_bias = bool(use_bias)
-        self._relu = _activation(activation)
+        self._act = _activation(activation)
 
     def get_config(self):
         return dict(super().get_config(), units=self.units, activation=self.activation, use_bias=self.use_bias)
 
     def _spec(self):
-        return {"kind": "dense", "units": self.units, "relu": self._relu, "use_bias": self.use_bias}
+        return {"kind": "dense", "units": self.units, "use_bias": self.use_bias, **self._act}
 
 
 class Dropout(Layer):
@@ -162,9 +169,56 @@ class Dropout(Layer):
         return {"kind": "dropout", "rate": self.rate}
 
 
+class Activation(Layer):
+    """An activation on its own: y = act(x), act a name of ops.ACTIVATIONS."""
+
+    def __init__(self, activation, name=None):
+        super().__init__(name)
+        self.activation = activation
+        self._act = _activation(activation)
+
+    def get_config(self):
+        return dict(super().get_config(), activation=self.activation)
+
+    def _spec(self):
+        return {"kind": "activation", **self._act}
+
+
 class ReLU(Layer):
     def _spec(self):
-        return {"kind": "relu"}
+        return {"kind": "activation", "activation": "relu"}
+
+
+class LeakyReLU(Layer):
+    """y = x for x > 0, else negative_slope * x (Keras's default slope 0.3)."""
+
+    def __init__(self, negative_slope=0.3, name=None):
+        super().__init__(name)
+        if not float(negative_slope) >= 0.0:
+            raise ValueError(f"negative_slope must be >= 0, got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def get_config(self):
+        return dict(super().get_config(), negative_slope=self.negative_slope)
+
+    def _spec(self):
+        return {"kind": "activation", **_activation("leaky_relu", self.negative_slope)}
+
+
+class ELU(Layer):
+    """y = x for x > 0, else alpha (e^x - 1)."""
+
+    def __init__(self, alpha=1.0, name=None):
+        super().__init__(name)
+        if not float(alpha) >= 0.0:
+            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def get_config(self):
+        return dict(super().get_config(), alpha=self.alpha)
+
+    def _spec(self):
+        return {"kind": "activation", **_activation("elu", self.alpha)}
 
 
 class BatchNormalization(Layer):
@@ -214,12 +268,12 @@ class _ResBegin:
 
 
 class _ResEnd(_ResBegin):
-    """Closing bracket: adds the (projected) skip, then the optional ReLU."""
+    """Closing bracket: adds the (projected) skip, then the block's activation."""
 
     def _spec(self):
         b = self.block
         return {"kind": "res_end", "projection": b.projection, "stride": b.projection_strides or 0,
-                "relu": b._relu, "use_bias": b.use_bias}
+                "use_bias": b.use_bias, **b._act}
 
 
 class Residual(Layer):
@@ -234,7 +288,7 @@ class Residual(Layer):
     the default, decides by shape; True forces it, False forbids it) a 1x1
     convolution with stride `projection_strides` (None: inferred from the shapes)
     and a bias (use_bias) maps the input onto the branch's output shape, as in
-    ResNet's option B shortcut. `activation` ('relu' or None) follows the sum.
+    ResNet's option B shortcut. `activation` (any of ops.ACTIVATIONS, or None) follows the sum.
 
     In C the block is a bracket in the linear layer table: RES_BEGIN, the branch's
     layers, RES_END (which holds the projection's weights). Backward sends the
@@ -262,7 +316,7 @@ class Residual(Layer):
         self.projection_strides = projection_strides
         self.activation = activation
         self.use_bias = bool(use_bias)
-        self._relu = _activation(activation)
+        self._act = _activation(activation)
 
     def get_config(self):
         return dict(super().get_config(),
@@ -314,5 +368,5 @@ class Residual(Layer):
         return (f"Residual([{inner}], projection={self.projection!r}, activation={self.activation!r})")
 
 
-LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, Flatten, Dense, Dropout, ReLU, BatchNormalization,
-                                        GlobalAveragePooling2D, Residual)}
+LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, Flatten, Dense, Dropout, Activation, ReLU, LeakyReLU, ELU,
+                                        BatchNormalization, GlobalAveragePooling2D, Residual)}

@@ -38,6 +38,26 @@ def _int(value, name):
     return int(value)
 
 
+#: The activation names the kernels know (their order is the C enum, core/act.h).
+ACTIVATIONS = _C.ACTIVATIONS
+_ALIASES = {None: "linear", "swish": "silu"}
+
+
+def activation_name(name):
+    """The canonical name of an activation (None -> 'linear', 'swish' -> 'silu'); ValueError if unknown."""
+    key = _ALIASES.get(name, name)
+    if not isinstance(key, str) or key not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}: expected None or one of {list(ACTIVATIONS)} (or 'swish'); "
+                         "softmax is part of the loss")
+    return key
+
+
+def _act(activation, alpha):
+    """(kind, alpha) for the C ops; alpha defaults per kind (leaky_relu 0.2, elu 1.0: core/act.h)."""
+    kind = ACTIVATIONS.index(activation_name(activation))
+    return kind, _C.ACTIVATION_ALPHAS[kind] if alpha is None else float(alpha)
+
+
 def _conv_padding(padding, w, stride):
     """'valid' -> 0; 'same' -> (k-1)/2 for odd square kernels at stride 1; int -> int."""
     if isinstance(padding, str):
@@ -59,11 +79,13 @@ def matmul(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, devi
     return _C.op_matmul(a, b, bool(trans_a), bool(trans_b), float(alpha), float(beta), c, dev, _variant(kernel, dev))
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, relu=False, device=None, kernel="auto"):
-    """2-D convolution (cross-correlation) with zero padding: x (N,C,H,W), w (K,C,R,S) -> (N,K,P,Q)."""
+def conv2d(x, w, b=None, stride=1, padding=0, activation=None, alpha=None, device=None, kernel="auto"):
+    """2-D convolution (cross-correlation) with zero padding and the activation fused:
+    x (N,C,H,W), w (K,C,R,S) -> act(conv + b) (N,K,P,Q)."""
     dev = _device_of(device, x, w, b)
     stride = _int(stride, "stride")
-    return _C.op_conv2d(x, w, b, stride, _conv_padding(padding, w, stride), bool(relu), dev, _variant(kernel, dev))
+    kind, alpha = _act(activation, alpha)
+    return _C.op_conv2d(x, w, b, stride, _conv_padding(padding, w, stride), kind, alpha, dev, _variant(kernel, dev))
 
 
 def conv2d_backward(x, w, dy, stride=1, padding=0, device=None, kernel="auto"):
@@ -87,18 +109,37 @@ def max_pool2d_backward(x, dy, size=2, stride=None, device=None):
     return _C.op_max_pool2d_backward(x, dy, size, stride, _device_of(device, x, dy))
 
 
+def activation(x, name, alpha=None, device=None):
+    """y = act(x) elementwise, act one of ACTIVATIONS (alpha: leaky_relu's slope, elu's alpha)."""
+    kind, alpha = _act(name, alpha)
+    return _C.op_activation(x, kind, alpha, _device_of(device, x))
+
+
+def activation_backward(t, dy, name, alpha=None, device=None):
+    """dx = dy * act'(z). t is the output y = act(z), or z itself for 'gelu' and 'silu'
+    (their derivative is not a function of y): see activation_needs_input."""
+    kind, alpha = _act(name, alpha)
+    return _C.op_activation_backward(t, dy, kind, alpha, _device_of(device, t, dy))
+
+
+def activation_needs_input(name):
+    """True when activation_backward takes the input z rather than the output y."""
+    return activation_name(name) in ("gelu", "silu")
+
+
 def relu(x, device=None):
-    return _C.op_relu(x, _device_of(device, x))
+    return activation(x, "relu", device=device)
 
 
 def relu_backward(y, dy, device=None):
     """dx = dy where the ReLU output y is positive, else 0."""
-    return _C.op_relu_backward(y, dy, _device_of(device, y, dy))
+    return activation_backward(y, dy, "relu", device=device)
 
 
-def dense(x, w, b=None, relu=False, device=None):
-    """x (N, in) @ w.T (in, out) + b."""
-    return _C.op_dense(x, w, b, bool(relu), _device_of(device, x, w, b))
+def dense(x, w, b=None, activation=None, alpha=None, device=None):
+    """act(x (N, in) @ w.T (in, out) + b), the activation fused."""
+    kind, alpha = _act(activation, alpha)
+    return _C.op_dense(x, w, b, kind, alpha, _device_of(device, x, w, b))
 
 
 def dense_backward(x, w, dy, device=None):

@@ -41,7 +41,7 @@ def test_chunked_conv_matches_reference(monkeypatch, case, chunk, threads):
     old = ga.get_num_threads()
     ga.set_num_threads(threads)
     try:
-        y = ops.conv2d(x, wt, b, stride=stride, padding=pad, relu=True, device="cpu")
+        y = ops.conv2d(x, wt, b, stride=stride, padding=pad, activation="relu", device="cpu")
         p, q = y.shape[2:]
         dy = f32(g.standard_normal((n, k, p, q)))
         dx, dw, db = ops.conv2d_backward(x, wt, dy, stride=stride, padding=pad, device="cpu")

@@ -312,7 +312,7 @@ def test_fuzz_conv2d(case, with_b, relu, kernel, vx, vw, vb, lx, lw, lb, wrong_b
     bshape = (k + 1,) if wrong_b == 0 else (k,)
     b = arg(fill(bshape, vb), lb) if with_b else None
     lays = [lx, lw] + ([lb] if with_b else [])
-    kind, res = outcome(lambda: ops.conv2d(x, wt, b, stride=stride, padding=padding, relu=relu, device="cpu",
+    kind, res = outcome(lambda: ops.conv2d(x, wt, b, stride=stride, padding=padding, activation="relu" if relu else None, device="cpu",
                                            kernel=kernel))
     if with_b and wrong_b == 0:
         valid = False
@@ -562,7 +562,7 @@ def test_fuzz_dense(n, fin, fout, with_b, relu, backward, vx, vw, vb, lx, lw, lb
         lays = [lx, lw, lb]
     else:
         b = arg(fill((fout,), vb), lb) if with_b else None
-        kind, res = outcome(lambda: ops.dense(x, wt, b, relu=relu, device="cpu"))
+        kind, res = outcome(lambda: ops.dense(x, wt, b, activation="relu" if relu else None, device="cpu"))
         lays = [lx, lw] + ([lb] if with_b else [])
     if bad_dtype(*lays):
         assert kind == "err"

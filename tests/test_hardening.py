@@ -125,14 +125,14 @@ INPUTS = [X, W, B, DY, XD, WD, BD, Z, LAB, PW, PG, PM, PV, XT]
 
 def one_round_of_ops():
     """23 op calls (7 of them refused); returns the outputs."""
-    out = [ops.conv2d(X, W, B, padding=1, relu=True),
+    out = [ops.conv2d(X, W, B, padding=1, activation="relu"),
            ops.conv2d(X, W, B, padding=1, kernel="ref"),
            ops.conv2d_backward(X, W, DY, padding=1)]
     y = ops.max_pool2d(X, 2)
     out += [y, ops.max_pool2d_backward(X, y, 2), ops.relu(X), ops.relu_backward(X, X),
             ops.matmul(XD, WD, trans_b=True),
             ops.matmul(XT, XD, trans_a=True, trans_b=True, beta=1.0, c=np.zeros((32, 32), np.float32).T),
-            ops.dense(XD, WD, BD, relu=True), ops.dense_backward(XD, WD, ops.dense(XD, WD)),
+            ops.dense(XD, WD, BD, activation="relu"), ops.dense_backward(XD, WD, ops.dense(XD, WD)),
             ops.softmax_cross_entropy(Z, LAB), ops.dropout(X, 0.3, seed=1),
             ops.sgd_step(PW, PG, PM, lr=0.1, momentum=0.9), ops.adam_step(PW, PG, PM, PV, 3)]
     t = ga.tensor(XD)

@@ -234,7 +234,7 @@ def test_layer_and_model_configuration_errors():
     with pytest.raises(ValueError):
         Conv2D(0, 3)
     with pytest.raises(ValueError):
-        Dense(4, activation="tanh")
+        Dense(4, activation="softmax")
     with pytest.raises(ValueError):
         Dropout(1.0)
     with pytest.raises(ValueError):  # kernel larger than the image

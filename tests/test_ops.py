@@ -84,7 +84,7 @@ def test_inputs_not_modified(device):
     b = f32(r.standard_normal(4))
     dy = f32(r.standard_normal((2, 4, 6, 6)))
     keep = [a.copy() for a in (x, w, b, dy)]
-    ops.conv2d(x, w, b, padding=1, relu=True, device=device)
+    ops.conv2d(x, w, b, padding=1, activation="relu", device=device)
     ops.conv2d_backward(x, w, dy, padding=1, device=device)
     ops.relu(x, device=device)
     ops.relu_backward(x, x, device=device)
@@ -186,7 +186,8 @@ def _conv_data(case, seed=0):
 def test_conv2d_forward(device, kernel, case):
     n, c, h, w, k, r, s, stride, padding, has_b, relu = case
     x, wt, b = _conv_data(case)
-    out, cpu = run_on(device, ops.conv2d, x, wt, b, stride=stride, padding=padding, relu=relu, kernel=kernel)
+    out, cpu = run_on(device, ops.conv2d, x, wt, b, stride=stride, padding=padding,
+                      activation="relu" if relu else None, kernel=kernel)
     expect = ref.conv2d(x, wt, b, stride, padding, relu)
     absref = ref.conv2d(np.abs(x), np.abs(wt), None if b is None else np.abs(b), stride, padding)
     if padding == "same":
@@ -296,12 +297,12 @@ def test_conv2d_backward_finite_differences(device, kernel, case):
 
 
 def test_conv2d_relu_chain_finite_differences(device):
-    """conv2d(relu=True) then relu_backward then conv2d_backward: the gradient of the fused op."""
+    """conv2d(activation="relu") then relu_backward then conv2d_backward: the gradient of the fused op."""
     g = np.random.default_rng(13)
     x = f32(g.standard_normal((2, 3, 5, 5)))
     wt = f32(g.standard_normal((4, 3, 3, 3)))
     b = f32(g.standard_normal(4))
-    y = ops.conv2d(x, wt, b, padding=1, relu=True, device=device)
+    y = ops.conv2d(x, wt, b, padding=1, activation="relu", device=device)
     pre = ref.conv2d(x, wt, b, 1, 1)
     assert np.min(np.abs(pre)) > 1e-4, "test data too close to the ReLU kink"
     dy = f32(g.standard_normal(pre.shape))
@@ -476,7 +477,7 @@ def test_dense_forward(device, case):
     x = f32(g.standard_normal((n, fin)))
     w = f32(g.standard_normal((fout, fin)) / np.sqrt(fin))
     b = f32(g.standard_normal(fout)) if has_b else None
-    out, cpu = run_on(device, ops.dense, x, w, b, relu=relu)
+    out, cpu = run_on(device, ops.dense, x, w, b, activation="relu" if relu else None)
     absref = ref.dense(np.abs(x), np.abs(w), None if b is None else np.abs(b))
     assert_close(out, ref.dense(x, w, b, relu), absref, rtol_for(fin), what="dense")
     if cpu is not None:
@@ -918,7 +919,7 @@ def test_ops_on_tensors_return_tensors(device):
     b = f32(g.standard_normal(4))
     tx, tw, tb = (ga.tensor(a, device=device) for a in (x, w, b))
     dev = tx.device
-    y = ops.conv2d(tx, tw, tb, padding=1, relu=True)
+    y = ops.conv2d(tx, tw, tb, padding=1, activation="relu")
     assert isinstance(y, ga.Tensor) and y.device == dev
     assert_close(y.numpy(), ref.conv2d(x, w, b, 1, 1, True), ref.conv2d(np.abs(x), np.abs(w), np.abs(b), 1, 1),
                  rtol_for(27), what="conv2d on tensors")
@@ -1005,7 +1006,7 @@ def _layout_cases():
     mom = f32(g.standard_normal((6, 5)))
     vv = f32(np.abs(g.standard_normal((6, 5))))
     return {
-        "conv2d": (lambda x, w, b, device: ops.conv2d(x, w, b, padding=1, relu=True, device=device), [x, w, b]),
+        "conv2d": (lambda x, w, b, device: ops.conv2d(x, w, b, padding=1, activation="relu", device=device), [x, w, b]),
         "conv2d_backward": (lambda x, w, dy, device: ops.conv2d_backward(x, w, dy, padding=1, device=device),
                             [x, w, dy]),
         "max_pool2d": (lambda x, device: ops.max_pool2d(x, 3, 2, device=device), [x]),
@@ -1013,7 +1014,7 @@ def _layout_cases():
                                 [x, dyp]),
         "relu": (lambda x, device: ops.relu(x, device=device), [x]),
         "relu_backward": (lambda y, dy, device: ops.relu_backward(y, dy, device=device), [x, x * 2]),
-        "dense": (lambda x, w, b, device: ops.dense(x, w, b, relu=True, device=device), [xd, wd, bd]),
+        "dense": (lambda x, w, b, device: ops.dense(x, w, b, activation="relu", device=device), [xd, wd, bd]),
         "dense_backward": (lambda x, w, dy, device: ops.dense_backward(x, w, dy, device=device), [xd, wd, dyd]),
         "matmul": (lambda a, b, device: ops.matmul(a, b, trans_b=True, device=device), [xd, wd]),
         "softmax_cross_entropy": (lambda z, device: ops.softmax_cross_entropy(z, labels, device=device), [logits]),
@@ -1076,7 +1077,7 @@ def test_thread_count_does_not_change_results():
 
     def run():
         return [
-            ops.conv2d(x, w, b, padding=1, relu=True, device="cpu"),
+            ops.conv2d(x, w, b, padding=1, activation="relu", device="cpu"),
             *ops.conv2d_backward(x, w, dy, padding=1, device="cpu"),
             ops.max_pool2d_backward(x, dyp, 3, 2, device="cpu"),  # overlapping windows: scatter-add
             ops.dense(xd, wd, device="cpu"),

@@ -50,14 +50,14 @@ def op_suite(seed):
     z = g.standard_normal((64, 10)).astype(np.float32)
     lab = g.integers(0, 10, 64)
     return [
-        ("conv2d", lambda: ops.conv2d(x, w, b, padding=1, relu=True)),
+        ("conv2d", lambda: ops.conv2d(x, w, b, padding=1, activation="relu")),
         ("conv2d_ref", lambda: ops.conv2d(x, w, b, padding=1, kernel="ref")),
         ("conv2d_backward", lambda: ops.conv2d_backward(x, w, dy, padding=1)),
         ("matmul", lambda: ops.matmul(a, bm)),
         ("matmul_t", lambda: ops.matmul(bm, a, trans_a=True, trans_b=True)),
         ("max_pool2d", lambda: ops.max_pool2d(x, 2)),
         ("max_pool2d_backward", lambda: ops.max_pool2d_backward(x, ops.max_pool2d(x, 2), 2)),
-        ("dense", lambda: ops.dense(a, bm.T, relu=True)),
+        ("dense", lambda: ops.dense(a, bm.T, activation="relu")),
         ("softmax", lambda: ops.softmax_cross_entropy(z, lab)),
         ("dropout", lambda: ops.dropout(x, 0.4, seed=seed)),
         ("adam", lambda: ops.adam_step(a, a * 0.5, a * 0.1, np.abs(a), 2)),

@@ -17,9 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "act.h"
 #include "status.h"
 
-#define GA_BACKEND_ABI 4
+#define GA_BACKEND_ABI 5
 
 /* Kernel variants, selectable for tests and benchmarks. */
 enum {
@@ -75,111 +76,12 @@ typedef struct ga_backend {
     ga_status (*zero)(void *p, size_t bytes);
     ga_status (*synchronize)(void);
 
-    /* --- GEMM, row-major with leading dimensions ---
-     * c (m, n) = alpha * op(a) op(b) + beta * c, op(a) (m, k), op(b) (k, n).
-     * a is (m, k) with row stride lda, or (k, m) when trans_a; likewise b is
-     * (k, n) or (n, k). beta == 0 overwrites c (NaNs in c are not kept). */
-    ga_status (*gemm)(float *c, const float *a, const float *b, int trans_a, int trans_b,
-                      int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc,
-                      float alpha, float beta, int variant);
-
-    /* --- elementwise and reductions --- */
-    /* y (rows, cols) += b (cols) broadcast over rows (b may be NULL); relu. */
-    ga_status (*bias_act)(float *y, const float *b, int64_t rows, int64_t cols, int relu);
-    /* y = max(x, 0); y may alias x. */
-    ga_status (*relu_forward)(float *y, const float *x, int64_t n);
-    /* dx = dy where y > 0 else 0; dx may alias dy. */
-    ga_status (*relu_backward)(float *dx, const float *y, const float *dy, int64_t n);
-    /* out (cols) = sum over rows of x (rows, cols). */
-    ga_status (*sum_rows)(float *out, const float *x, int64_t rows, int64_t cols);
-    /* y = a * b elementwise; y may alias either. */
-    ga_status (*mul)(float *y, const float *a, const float *b, int64_t n);
-
-    /* --- convolution (zero padding) ---
-     * col (c r s, n p q): im2col of x.
-     * Forward: col = im2col(x); y = w * col (+ b, relu); ws: ga_conv_fwd_ws_floats.
-     * Backward: dy must already hold the gradient after the activation.
-     *   dw (k, c, r, s) = dy * col^T, db (k) = sums of dy (dw may be NULL for a
-     *   frozen layer: then db and col are not used; db may be NULL),
-     *   dx (n, c, h, w) = col2im(w^T * dy) (dx may be NULL: skipped);
-     *   col is what forward left there (im2col of x; the fast variant reads col,
-     *   the reference variant reads x); ws: ga_conv_bwd_ws_floats. */
-    ga_status (*im2col)(float *col, const float *x, const ga_conv_shape *s);
-    ga_status (*conv2d_forward)(float *y, float *col, float *ws, const float *x, const float *w,
-                                const float *b, int relu, const ga_conv_shape *s, int variant);
-    ga_status (*conv2d_backward)(float *dx, float *dw, float *db, float *ws, const float *x,
-                                 float *col, const float *w, const float *dy,
-                                 const ga_conv_shape *s, int variant);
-
-    /* --- max pooling: arg (n, c, p, q) holds the flat h*w index of each max --- */
-    ga_status (*maxpool_forward)(float *y, int32_t *arg, const float *x, const ga_pool_shape *s);
-    /* dx (n, c, h, w) = scatter-add of dy through arg (dx is overwritten). */
-    ga_status (*maxpool_backward)(float *dx, const float *dy, const int32_t *arg,
-                                  const ga_pool_shape *s);
-
-    /* --- dropout (inverted): mask[i] = u(seed, i) >= rate ? 1/(1-rate) : 0, y = x*mask.
-     * u is ga_rng_uniform from core/rng.h, so both devices draw the same mask. */
-    ga_status (*dropout_forward)(float *y, float *mask, const float *x, int64_t n, float rate,
-                                 uint64_t seed);
-
-    /* --- softmax cross-entropy over logits (n, classes), labels int32 in [0, classes)
-     * (the caller checks the range). stats (2 floats, device): [0] += sum of the
-     * n losses, [1] += number of rows whose argmax is the label (np.argmax's rule: the
-     * first NaN, else the first maximum). dlogits (may be NULL) = (softmax - onehot) *
-     * grad_scale. */
-    ga_status (*softmax_xent)(float *stats, float *dlogits, const float *logits,
-                              const int32_t *labels, int64_t n, int64_t classes,
-                              float grad_scale);
-
-    /* --- optimizers, fused over a flat parameter block of n floats ---
-     * SGD (PyTorch form): g' = g + wd w; v = momentum v + g';
-     *   w -= lr (nesterov ? g' + momentum v : v)   (v unused when momentum == 0)
-     * Adam: g' = g + wd w; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
-     *   w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps), t >= 1. */
-    ga_status (*sgd_update)(float *w, float *vel, const float *g, int64_t n, float lr,
-                            float momentum, float weight_decay, int nesterov);
-    ga_status (*adam_update)(float *w, float *m, float *v, const float *g, int64_t n, float lr,
-                             float beta1, float beta2, float eps, float weight_decay, int64_t t);
-
-    /* --- batch normalisation over the channels of x (n, c, hw) (NCHW with hw = h w; a
-     * vector batch (n, f) is (n, f, 1)); gamma, beta, run_mean, run_var, save_mean,
-     * save_invstd are (c). Keras semantics:
-     *   training:  mean, var = batch mean and biased variance over (n, hw) per channel;
-     *              run_mean = momentum run_mean + (1 - momentum) mean (run_var likewise);
-     *   inference: mean, var = run_mean, run_var (left unchanged);
-     *   invstd = 1 / sqrt(var + eps); y = gamma (x - mean) invstd + beta.
-     * save_mean / save_invstd receive the mean and invstd used (both modes), for backward. */
-    ga_status (*batchnorm_forward)(float *y, float *save_mean, float *save_invstd, float *run_mean,
-                                   float *run_var, const float *x, const float *gamma,
-                                   const float *beta, int64_t n, int64_t c, int64_t hw,
-                                   float momentum, float eps, int training);
-    /* xhat = (x - save_mean) save_invstd, m = n hw.
-     *   dgamma (c) = sum of dy xhat, dbeta (c) = sum of dy (either may be NULL: skipped);
-     *   dx (n, c, hw) (may be NULL) = training:  gamma invstd / m (m dy - sum dy - xhat sum dy xhat)
-     *                                 inference: gamma invstd dy  (statistics are constants). */
-    ga_status (*batchnorm_backward)(float *dx, float *dgamma, float *dbeta, const float *dy,
-                                    const float *x, const float *gamma, const float *save_mean,
-                                    const float *save_invstd, int64_t n, int64_t c, int64_t hw,
-                                    int training);
-    /* --- global average pooling: x (nc, hw) -> y (nc) means; dx (nc, hw) = dy / hw. */
-    ga_status (*global_avgpool_forward)(float *y, const float *x, int64_t nc, int64_t hw);
-    ga_status (*global_avgpool_backward)(float *dx, const float *dy, int64_t nc, int64_t hw);
-    /* y (n) = a + b elementwise; y may alias either (residual sums, gradient merges). */
-    ga_status (*add)(float *y, const float *a, const float *b, int64_t n);
-
-    /* --- optional fusions (NULL: the network runs the layers one by one) ---
-     * conv2d (+ bias, relu) followed by max pool ps (ps input = conv output):
-     * forward writes only the pool's y and arg, exactly as the two layers
-     * would (the conv output is never stored); backward takes dy, y, arg of
-     * the pool and gives dx, dw, db of the conv (the ReLU mask is y > 0).
-     * col, ws: as conv2d_forward / conv2d_backward (fast variant). */
-    ga_status (*conv2d_pool_forward)(float *y, int32_t *arg, float *col, float *ws, const float *x,
-                                     const float *w, const float *b, int relu, const ga_conv_shape *cs,
-                                     const ga_pool_shape *ps);
-    ga_status (*conv2d_pool_backward)(float *dx, float *dw, float *db, float *ws, const float *x,
-                                      float *col, const float *w, const float *dy, const float *y,
-                                      const int32_t *arg, int relu, const ga_conv_shape *cs,
-                                      const ga_pool_shape *ps);
+    /* --- the kernels (core/kernels.def documents each) --- */
+#define GA_KERNEL(name, args) ga_status(*name) args;
+#define GA_KERNEL_OPT GA_KERNEL
+#include "kernels.def"
+#undef GA_KERNEL
+#undef GA_KERNEL_OPT
 
     /* --- optional host staging (NULL on the CPU: its "device" is host memory, so
      * the network copies the caller's batch straight in and needs no staging) ---

@@ -43,26 +43,9 @@ const ga_backend ga_cpu_backend = {
     .copy = cpu_copy,
     .zero = cpu_zero,
     .synchronize = cpu_synchronize,
-    .gemm = ga_gemm_cpu,
-    .bias_act = ga_bias_act_cpu,
-    .relu_forward = ga_relu_forward_cpu,
-    .relu_backward = ga_relu_backward_cpu,
-    .sum_rows = ga_sum_rows_cpu,
-    .mul = ga_mul_cpu,
-    .im2col = ga_im2col_cpu,
-    .conv2d_forward = ga_conv2d_forward_cpu,
-    .conv2d_backward = ga_conv2d_backward_cpu,
-    .maxpool_forward = ga_maxpool_forward_cpu,
-    .maxpool_backward = ga_maxpool_backward_cpu,
-    .dropout_forward = ga_dropout_forward_cpu,
-    .softmax_xent = ga_softmax_xent_cpu,
-    .sgd_update = ga_sgd_update_cpu,
-    .adam_update = ga_adam_update_cpu,
-    .batchnorm_forward = ga_batchnorm_forward_cpu,
-    .batchnorm_backward = ga_batchnorm_backward_cpu,
-    .global_avgpool_forward = ga_global_avgpool_forward_cpu,
-    .global_avgpool_backward = ga_global_avgpool_backward_cpu,
-    .add = ga_add_cpu,
-    .conv2d_pool_forward = ga_conv2d_pool_forward_cpu,
-    .conv2d_pool_backward = ga_conv2d_pool_backward_cpu,
+#define GA_KERNEL(name, args) .name = ga_##name##_cpu,
+#define GA_KERNEL_OPT GA_KERNEL
+#include "core/kernels.def"
+#undef GA_KERNEL
+#undef GA_KERNEL_OPT
 };

@@ -27,16 +27,6 @@
 #include "core/alloc.h"
 #include "cpu/omp_util.h"
 
-static ga_status check_conv(const ga_conv_shape *s)
-{
-    if (!s || s->n < 0 || s->c <= 0 || s->h <= 0 || s->w <= 0 || s->k <= 0 || s->r <= 0 ||
-        s->s <= 0 || s->stride <= 0 || s->pad < 0)
-        return ga_fail(GA_ERR_VALUE, "conv2d: bad shape");
-    if (s->p != (s->h + 2 * s->pad - s->r) / s->stride + 1 ||
-        s->q != (s->w + 2 * s->pad - s->s) / s->stride + 1 || s->p <= 0 || s->q <= 0)
-        return ga_fail(GA_ERR_VALUE, "conv2d: output size does not match the input");
-    return GA_OK;
-}
 
 
 /* Output columns j whose input column j*stride - pad + ks lies inside [0, w):
@@ -131,7 +121,7 @@ static void im2col_images(float *col, int64_t ldc, const float *x, const ga_conv
 /* col (c r s, n p q) = patches of x (the backend entry: the whole batch). */
 ga_status ga_im2col_cpu(float *col, const float *x, const ga_conv_shape *s)
 {
-    GA_TRY(check_conv(s));
+    GA_TRY(ga_check_conv("im2col", s));
     const int64_t pq = s->p * s->q, npq = s->n * pq;
     if (npq > 0 && (!col || !x))
         return ga_fail(GA_ERR_VALUE, "im2col: NULL argument");
@@ -192,7 +182,7 @@ static void col2im_images(float *dx, float *dcol, const ga_conv_shape *s, int64_
 /* ---- reference: the definition, loop by loop ---- */
 
 static ga_status conv_forward_ref(float *y, const float *x, const float *w, const float *b,
-                                  int relu, const ga_conv_shape *s)
+                                  ga_act act, const ga_conv_shape *s)
 {
     GA_PARALLEL_FOR(s->n * s->k * s->p * s->q * s->c * s->r * s->s)
     for (int64_t t = 0; t < s->n * s->k; t++) {
@@ -209,7 +199,7 @@ static ga_status conv_forward_ref(float *y, const float *x, const float *w, cons
                                 acc += x[((img * s->c + c) * s->h + hi) * s->w + wi] *
                                        w[((k * s->c + c) * s->r + kr) * s->s + ks];
                         }
-                y[(t * s->p + i) * s->q + j] = relu && acc < 0.0f ? 0.0f : acc;
+                y[(t * s->p + i) * s->q + j] = ga_act_eval(act.kind, act.alpha, acc);
             }
     }
     return GA_OK;
@@ -328,15 +318,9 @@ static void keep_error(region_error *e, ga_status st)
     }
 }
 
-static inline float bias_relu(float v, float bias, int relu)
-{
-    v += bias;
-    return relu ? (v > 0.0f ? v : 0.0f) : v; /* as relu_forward: NaN -> 0 */
-}
-
-/* ws (k, nb p q) -> y images [img0, img0 + nb) (n, k, p q), + bias, ReLU. */
+/* ws (k, nb p q) -> y images [img0, img0 + nb) (n, k, p q), + bias, act. */
 GA_SIMD_CLONES
-static void store_output(float *y, const float *ws, const float *b, int relu, const ga_conv_shape *s,
+static void store_output(float *y, const float *ws, const float *b, ga_act act, const ga_conv_shape *s,
                          int64_t img0, int64_t nb)
 {
     const int64_t pq = s->p * s->q, cpq = nb * pq;
@@ -345,15 +329,15 @@ static void store_output(float *y, const float *ws, const float *b, int relu, co
         const float *src = ws + k * cpq + img * pq;
         float *dst = y + ((img0 + img) * s->k + k) * pq;
         const float bias = b ? b[k] : 0.0f;
-        for (int64_t i = 0; i < pq; i++)
-            dst[i] = bias_relu(src[i], bias, relu);
+        ga_act_span_cpu(dst, src, bias, pq, act);
     }
 }
 
-/* ws (k, nb p q) -> + bias, ReLU -> max pool -> y, arg of images [img0, img0 + nb).
- * Same first-maximum rule as the max-pool kernel, so the pair gives the same
- * y and arg as the two layers. */
-static void store_pooled(float *y, int32_t *arg, const float *ws, const float *b, int relu,
+/* ws (k, nb p q) -> + bias, act -> max pool -> y, arg of images [img0, img0 + nb).
+ * Same first-maximum rule over the activated values as the max-pool kernel, so
+ * the pair gives the same y and arg as the two layers (a saturating tanh can
+ * tie values its input told apart). The 2x2 row kernel does linear and ReLU. */
+static void store_pooled(float *y, int32_t *arg, const float *ws, const float *b, ga_act act,
                          const ga_conv_shape *s, const ga_pool_shape *ps, int64_t img0, int64_t nb)
 {
     const int64_t pq = s->p * s->q, cpq = nb * pq, ppq = ps->p * ps->q;
@@ -365,20 +349,20 @@ static void store_pooled(float *y, int32_t *arg, const float *ws, const float *b
         float *yp = y + plane * ppq;
         int32_t *ap = arg + plane * ppq;
         const float bias = b ? b[k] : 0.0f;
-        if (ps->size == 2 && ps->stride == 2) {
+        if (ps->size == 2 && ps->stride == 2 && (act.kind == GA_ACT_NONE || act.kind == GA_ACT_RELU)) {
             for (int64_t i = 0; i < ps->p; i++)
                 row2x2(yp + i * ps->q, ap + i * ps->q, src + 2 * i * s->q, s->q, ps->q,
-                            (int32_t)(2 * i * s->q), bias, relu);
+                            (int32_t)(2 * i * s->q), bias, act.kind == GA_ACT_RELU);
             continue;
         }
         for (int64_t i = 0; i < ps->p; i++)
             for (int64_t j = 0; j < ps->q; j++) {
                 int64_t best = i * ps->stride * s->q + j * ps->stride;
-                float m = bias_relu(src[best], bias, relu);
+                float m = ga_act_eval(act.kind, act.alpha, src[best] + bias);
                 for (int64_t r = 0; r < ps->size; r++)
                     for (int64_t c = 0; c < ps->size; c++) {
                         const int64_t idx = (i * ps->stride + r) * s->q + j * ps->stride + c;
-                        const float v = bias_relu(src[idx], bias, relu);
+                        const float v = ga_act_eval(act.kind, act.alpha, src[idx] + bias);
                         if (v > m) { /* strict: the first maximum wins ties */
                             m = v;
                             best = idx;
@@ -392,7 +376,7 @@ static void store_pooled(float *y, int32_t *arg, const float *ws, const float *b
 
 /* Forward; with `ps` the pool that follows is fused in. */
 static ga_status forward_fast(float *y, int32_t *arg, const ga_pool_shape *ps, float *col, float *ws,
-                              const float *x, const float *w, const float *b, int relu,
+                              const float *x, const float *w, const float *b, ga_act act,
                               const ga_conv_shape *s)
 {
     const int64_t crs = s->c * s->r * s->s, pq = s->p * s->q;
@@ -414,9 +398,9 @@ static ga_status forward_fast(float *y, int32_t *arg, const ga_pool_shape *ps, f
             if (st != GA_OK)
                 break;
             if (ps)
-                store_pooled(y, arg, my_out, b, relu, s, ps, img0, nb);
+                store_pooled(y, arg, my_out, b, act, s, ps, img0, nb);
             else
-                store_output(y, my_out, b, relu, s, img0, nb);
+                store_output(y, my_out, b, act, s, img0, nb);
         }
         keep_error(&err, st);
     }
@@ -445,10 +429,10 @@ static float sum_floats(const float *v, int64_t n)
 /* dyt (k, nb p q) = the conv output gradient of images [img0, img0 + nb), and
  * db (k) = (first ? 0 : db) + its sums (db may be NULL). Without `ps`, dy
  * (n, k, p q) is that gradient (transposed here); with `ps`, dy (n, k, pp, pq)
- * is the gradient of the fused pool's output, scattered through arg and masked
- * where ReLU was off (pooled y == 0). */
+ * is the gradient of the fused pool's output, scattered through arg and taken
+ * through the activation at the pooled y. */
 static void gather_dy(float *dyt, float *db, int first, const float *dy, const float *ypool,
-                      const int32_t *arg, int relu, const ga_conv_shape *s, const ga_pool_shape *ps,
+                      const int32_t *arg, ga_act act, const ga_conv_shape *s, const ga_pool_shape *ps,
                       int64_t img0, int64_t nb)
 {
     const int64_t pq = s->p * s->q, cpq = nb * pq;
@@ -467,8 +451,7 @@ static void gather_dy(float *dyt, float *db, int first, const float *dy, const f
             const int32_t *ap = arg + plane * ppq;
             memset(dst, 0, (size_t)pq * sizeof(float));
             for (int64_t i = 0; i < ppq; i++)
-                if (!relu || yp[i] > 0.0f)
-                    dst[ap[i]] += src[i];
+                dst[ap[i]] += ga_act_grad(act.kind, act.alpha, yp[i], src[i]);
             sum += sum_floats(dst, pq);
         }
         if (db)
@@ -486,7 +469,7 @@ static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
  * thread 0 included, sums into its own buffer and the reduction transposes. */
 static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float *col, const float *x,
                                const float *w, const float *dy, const float *ypool, const int32_t *arg,
-                               int relu, const ga_conv_shape *s, const ga_pool_shape *ps)
+                               ga_act act, const ga_conv_shape *s, const ga_pool_shape *ps)
 {
     const int64_t crs = s->c * s->r * s->s, pq = s->p * s->q, nw = s->k * crs;
     const int64_t per_image = ((dw ? crs : 0) + (dx ? crs : 0) + s->k) * pq;
@@ -513,7 +496,7 @@ static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float
         for (int64_t ci = tid; ci < pl.nchunks && st == GA_OK; ci += nthr) {
             const int64_t img0 = ci * pl.chunk, nb = s->n - img0 < pl.chunk ? s->n - img0 : pl.chunk;
             const int64_t cpq = nb * pq, first = ci == tid;
-            gather_dy(my_dyt, dw ? my_db : NULL, (int)first, dy, ypool, arg, relu, s, ps, img0, nb);
+            gather_dy(my_dyt, dw ? my_db : NULL, (int)first, dy, ypool, arg, act, s, ps, img0, nb);
             if (dw) {
                 im2col_images(my_col, cpq, x, s, img0, nb);
                 const float beta = first ? 0.0f : 1.0f;
@@ -558,26 +541,27 @@ static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float
 }
 
 ga_status ga_conv2d_forward_cpu(float *y, float *col, float *ws, const float *x, const float *w,
-                                const float *b, int relu, const ga_conv_shape *s, int variant)
+                                const float *b, ga_act act, const ga_conv_shape *s, int variant)
 {
-    GA_TRY(check_conv(s));
+    GA_TRY(ga_check_conv("conv2d", s));
+    GA_TRY(ga_check_act("conv2d", act));
     if (s->n == 0)
         return GA_OK;
     if (!y || !x || !w)
         return ga_fail(GA_ERR_VALUE, "conv2d: NULL argument");
     if (variant == GA_VARIANT_REF)
-        return conv_forward_ref(y, x, w, b, relu, s);
+        return conv_forward_ref(y, x, w, b, act, s);
     if (variant != GA_VARIANT_FAST)
         return ga_fail(GA_ERR_VALUE, "conv2d: kernel variant %d is not available on the CPU", variant);
     if (!col || !ws)
         return ga_fail(GA_ERR_VALUE, "conv2d: NULL workspace");
-    return forward_fast(y, NULL, NULL, col, ws, x, w, b, relu, s);
+    return forward_fast(y, NULL, NULL, col, ws, x, w, b, act, s);
 }
 
 ga_status ga_conv2d_backward_cpu(float *dx, float *dw, float *db, float *ws, const float *x, float *col,
                                  const float *w, const float *dy, const ga_conv_shape *s, int variant)
 {
-    GA_TRY(check_conv(s));
+    GA_TRY(ga_check_conv("conv2d_backward", s));
     const int64_t npq = s->n * s->p * s->q;
     if (!w || (npq > 0 && !dy))
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL argument");
@@ -594,37 +578,38 @@ ga_status ga_conv2d_backward_cpu(float *dx, float *dw, float *db, float *ws, con
         return conv_backward_ref(dx, dw, db, x, w, dy, s); /* empty batch: zero gradients */
     if (!ws || (dw && (!col || !x)))
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL x, workspace or col");
-    return backward_fast(dx, dw, db, ws, col, x, w, dy, NULL, NULL, 0, s, NULL);
+    return backward_fast(dx, dw, db, ws, col, x, w, dy, NULL, NULL, (ga_act){GA_ACT_NONE, 0.0f}, s, NULL);
 }
 
 /* ---- conv + max pool, fused (the pair the reference CNN is made of) ---- */
 
-static ga_status check_pair(const ga_conv_shape *cs, const ga_pool_shape *ps)
+static ga_status check_pair(const ga_conv_shape *cs, const ga_pool_shape *ps, ga_act act)
 {
-    GA_TRY(check_conv(cs));
-    GA_TRY(ga_check_pool_shape(ps));
+    GA_TRY(ga_check_conv("conv2d_pool", cs));
+    GA_TRY(ga_check_pool("conv2d_pool", ps));
+    GA_TRY(ga_check_act_poolable("conv2d_pool", act));
     if (ps->n != cs->n || ps->c != cs->k || ps->h != cs->p || ps->w != cs->q)
         return ga_fail(GA_ERR_VALUE, "conv2d_pool: the pool's input is not the conv's output");
     return GA_OK;
 }
 
 ga_status ga_conv2d_pool_forward_cpu(float *y, int32_t *arg, float *col, float *ws, const float *x,
-                                     const float *w, const float *b, int relu, const ga_conv_shape *cs,
+                                     const float *w, const float *b, ga_act act, const ga_conv_shape *cs,
                                      const ga_pool_shape *ps)
 {
-    GA_TRY(check_pair(cs, ps));
+    GA_TRY(check_pair(cs, ps, act));
     if (cs->n == 0)
         return GA_OK;
     if (!y || !arg || !x || !w || !col || !ws)
         return ga_fail(GA_ERR_VALUE, "conv2d_pool: NULL argument");
-    return forward_fast(y, arg, ps, col, ws, x, w, b, relu, cs);
+    return forward_fast(y, arg, ps, col, ws, x, w, b, act, cs);
 }
 
 ga_status ga_conv2d_pool_backward_cpu(float *dx, float *dw, float *db, float *ws, const float *x, float *col,
                                       const float *w, const float *dy, const float *y, const int32_t *arg,
-                                      int relu, const ga_conv_shape *cs, const ga_pool_shape *ps)
+                                      ga_act act, const ga_conv_shape *cs, const ga_pool_shape *ps)
 {
-    GA_TRY(check_pair(cs, ps));
+    GA_TRY(check_pair(cs, ps, act));
     if (!dw)
         db = NULL;
     if (cs->n == 0) {
@@ -636,5 +621,5 @@ ga_status ga_conv2d_pool_backward_cpu(float *dx, float *dw, float *db, float *ws
     }
     if (!w || !dy || !y || !arg || !ws || (dw && (!col || !x)))
         return ga_fail(GA_ERR_VALUE, "conv2d_pool_backward: NULL argument");
-    return backward_fast(dx, dw, db, ws, col, x, w, dy, y, arg, relu, cs, ps);
+    return backward_fast(dx, dw, db, ws, col, x, w, dy, y, arg, act, cs, ps);
 }

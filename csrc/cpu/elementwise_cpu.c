@@ -1,6 +1,8 @@
 /* Elementwise kernels and small reductions on the CPU. Shapes in core/backend.h. */
 #include "cpu/kernels_cpu.h"
 
+#include <string.h>
+
 #include "core/rng.h"
 #include "cpu/omp_util.h"
 
@@ -12,45 +14,95 @@
             return ga_fail(GA_ERR_VALUE, "%s: %s is NULL", __func__, name);                    \
     } while (0)
 
-/* y (rows, cols) += b (cols); relu */
-ga_status ga_bias_act_cpu(float *y, const float *b, int64_t rows, int64_t cols, int relu)
+/* y[i] = act(x[i] + bias), i < n, serial: one loop per kind (act.h). */
+GA_SIMD_CLONES
+void ga_act_span_cpu(float *y, const float *x, float bias, int64_t n, ga_act act)
 {
-    CHECK_PTR(y, rows * cols, "y");
+    const float alpha = act.alpha;
+#define LOOP(K)                                     \
+    for (int64_t i = 0; i < n; i++)                 \
+        y[i] = ga_act_eval(K, alpha, x[i] + bias)
+#define CASE(k, name, alpha_, math) \
+    case GA_ACT_##k:        \
+        LOOP(GA_ACT_##k);   \
+        break;
+    switch (act.kind) { GA_ACT_LIST(CASE) }
+#undef CASE
+#undef LOOP
+}
+
+/* dx[i] = dy[i] act'(t[i]), i < n, serial (t: y or z, as act_backward). */
+GA_SIMD_CLONES
+static void act_grad_span(float *dx, const float *t, const float *dy, int64_t n, ga_act act)
+{
+    const float alpha = act.alpha;
+#define LOOP(K)                                     \
+    for (int64_t i = 0; i < n; i++)                 \
+        dx[i] = ga_act_grad(K, alpha, t[i], dy[i])
+#define CASE(k, name, alpha_, math) \
+    case GA_ACT_##k:        \
+        LOOP(GA_ACT_##k);   \
+        break;
+    switch (act.kind) { GA_ACT_LIST(CASE) }
+#undef CASE
+#undef LOOP
+}
+
+/* Spans of this many elements per task in the flat elementwise kernels. */
+#define SPAN 4096
+
+/* y (rows, cols) = act(y + b), b (cols) or NULL */
+ga_status ga_bias_act_cpu(float *y, const float *b, int64_t rows, int64_t cols, ga_act act)
+{
     if (rows < 0 || cols < 0)
         return ga_fail(GA_ERR_VALUE, "bias_act: negative size");
+    CHECK_PTR(y, rows * cols, "y");
+    GA_TRY(ga_check_act("bias_act", act));
+    if (!b) /* rows of one flat array */
+        return ga_act_forward_cpu(y, y, rows * cols, act);
     GA_PARALLEL_FOR(rows * cols)
     for (int64_t i = 0; i < rows; i++) {
         float *row = y + i * cols;
-        if (b)
-            for (int64_t j = 0; j < cols; j++)
-                row[j] += b[j];
-        if (relu)
-            for (int64_t j = 0; j < cols; j++)
-                row[j] = row[j] > 0.0f ? row[j] : 0.0f;
+        for (int64_t j = 0; j < cols; j++)
+            row[j] += b[j];
+        ga_act_span_cpu(row, row, 0.0f, cols, act);
     }
     return GA_OK;
 }
 
-/* y (n) = max(x, 0) */
-ga_status ga_relu_forward_cpu(float *y, const float *x, int64_t n)
+/* y (n) = act(x) */
+ga_status ga_act_forward_cpu(float *y, const float *x, int64_t n, ga_act act)
 {
     CHECK_PTR(y, n, "y");
     CHECK_PTR(x, n, "x");
-    GA_PARALLEL_FOR(n)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    GA_TRY(ga_check_act("act_forward", act));
+    if (act.kind == GA_ACT_NONE) {
+        if (y != x && n > 0)
+            memmove(y, x, (size_t)n * sizeof(float));
+        return GA_OK;
+    }
+    const int64_t spans = (n + SPAN - 1) / SPAN;
+    GA_PARALLEL_FOR(n * 4)
+    for (int64_t sp = 0; sp < spans; sp++) {
+        const int64_t i0 = sp * SPAN, len = n - i0 < SPAN ? n - i0 : SPAN;
+        ga_act_span_cpu(y + i0, x + i0, 0.0f, len, act);
+    }
     return GA_OK;
 }
 
-/* dx (n) = dy where y > 0 */
-ga_status ga_relu_backward_cpu(float *dx, const float *y, const float *dy, int64_t n)
+/* dx (n) = dy act'(t) */
+ga_status ga_act_backward_cpu(float *dx, const float *t, const float *dy, int64_t n, ga_act act)
 {
     CHECK_PTR(dx, n, "dx");
-    CHECK_PTR(y, n, "y");
+    CHECK_PTR(t, n, act.kind >= 0 && act.kind < GA_ACT_KINDS && !ga_act_from_output(act.kind) ? "z" : "y");
     CHECK_PTR(dy, n, "dy");
-    GA_PARALLEL_FOR(n)
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    GA_TRY(ga_check_act("act_backward", act));
+    const int64_t spans = (n + SPAN - 1) / SPAN;
+    GA_PARALLEL_FOR(n * 4)
+    for (int64_t sp = 0; sp < spans; sp++) {
+        const int64_t i0 = sp * SPAN, len = n - i0 < SPAN ? n - i0 : SPAN;
+        act_grad_span(dx + i0, t + i0, dy + i0, len, act);
+    }
     return GA_OK;
 }
 

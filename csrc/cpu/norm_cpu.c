@@ -18,14 +18,6 @@
             return ga_fail(GA_ERR_VALUE, "%s: %s is NULL", __func__, name);                    \
     } while (0)
 
-static ga_status check_sizes(const char *fn, int64_t n, int64_t c, int64_t hw)
-{
-    if (n < 0 || c <= 0 || hw <= 0)
-        return ga_fail(GA_ERR_VALUE, "%s: bad shape (n %lld, c %lld, hw %lld)", fn, (long long)n,
-                       (long long)c, (long long)hw);
-    return GA_OK;
-}
-
 /* x, y (n, c, hw); gamma, beta, run_mean, run_var, save_mean, save_invstd (c).
  * One channel per task: every channel's statistics are independent. */
 ga_status ga_batchnorm_forward_cpu(float *y, float *save_mean, float *save_invstd, float *run_mean,
@@ -33,7 +25,7 @@ ga_status ga_batchnorm_forward_cpu(float *y, float *save_mean, float *save_invst
                                    const float *beta, int64_t n, int64_t c, int64_t hw,
                                    float momentum, float eps, int training)
 {
-    GA_TRY(check_sizes(__func__, n, c, hw));
+    GA_TRY(ga_check_channels("batchnorm_forward", n, c, hw));
     const int64_t total = n * c * hw;
     CHECK_PTR(y, total, "y");
     CHECK_PTR(x, total, "x");
@@ -95,7 +87,7 @@ ga_status ga_batchnorm_backward_cpu(float *dx, float *dgamma, float *dbeta, cons
                                     const float *save_invstd, int64_t n, int64_t c, int64_t hw,
                                     int training)
 {
-    GA_TRY(check_sizes(__func__, n, c, hw));
+    GA_TRY(ga_check_channels("batchnorm_backward", n, c, hw));
     const int64_t total = n * c * hw;
     CHECK_PTR(dy, total, "dy");
     CHECK_PTR(x, total, "x");

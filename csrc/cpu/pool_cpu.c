@@ -108,19 +108,10 @@ ga_pool2x2_row_fn ga_pool2x2_row_kernel(void)
     return pool2x2_row;
 }
 
-ga_status ga_check_pool_shape(const ga_pool_shape *s)
-{
-    if (!s || s->n < 0 || s->c < 0 || s->h <= 0 || s->w <= 0 || s->size <= 0 || s->stride <= 0 ||
-        s->p != (s->h - s->size) / s->stride + 1 || s->q != (s->w - s->size) / s->stride + 1 ||
-        s->p <= 0 || s->q <= 0)
-        return ga_fail(GA_ERR_VALUE, "max_pool2d: inconsistent shape");
-    return GA_OK;
-}
-
 /* x (n, c, h, w) -> y, arg (n, c, p, q); arg = flat h*w index of the first max. */
 ga_status ga_maxpool_forward_cpu(float *y, int32_t *arg, const float *x, const ga_pool_shape *s)
 {
-    GA_TRY(ga_check_pool_shape(s));
+    GA_TRY(ga_check_pool("max_pool2d", s));
     const int64_t planes = s->n * s->c, hw = s->h * s->w, pq = s->p * s->q;
     if (planes > 0 && (!y || !arg || !x))
         return ga_fail(GA_ERR_VALUE, "max_pool2d: NULL argument");
@@ -159,7 +150,7 @@ ga_status ga_maxpool_forward_cpu(float *y, int32_t *arg, const float *x, const g
 ga_status ga_maxpool_backward_cpu(float *dx, const float *dy, const int32_t *arg,
                                   const ga_pool_shape *s)
 {
-    GA_TRY(ga_check_pool_shape(s));
+    GA_TRY(ga_check_pool("max_pool2d_backward", s));
     const int64_t planes = s->n * s->c, hw = s->h * s->w, pq = s->p * s->q;
     if (planes > 0 && (!dx || !dy || !arg))
         return ga_fail(GA_ERR_VALUE, "max_pool2d_backward: NULL argument");

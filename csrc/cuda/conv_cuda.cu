@@ -4,7 +4,7 @@
  *
  * FAST / BLAS: the whole batch is lowered to one GEMM (im2col), run by the
  * hand-written SGEMM or by cuBLAS; a transposing epilogue turns the GEMM result
- * (k, n p q) into NCHW with bias and ReLU. Backward transposes dy to (k, n p q)
+ * (k, n p q) into NCHW with bias and activation. Backward transposes dy to (k, n p q)
  * and runs two GEMMs (dw = dy col^T, dcol = w^T dy); col2im is a gather (each
  * dx element sums its own patch entries), so no atomics and a fixed order.
  * REF: direct loops from x, one thread per output element, in the CPU
@@ -14,17 +14,6 @@
 namespace {
 
 constexpr int kThreads = 256;
-
-ga_status check_conv(const ga_conv_shape *s)
-{
-    if (!s || s->n < 0 || s->c <= 0 || s->h <= 0 || s->w <= 0 || s->k <= 0 || s->r <= 0 ||
-        s->s <= 0 || s->stride <= 0 || s->pad < 0)
-        return ga_fail(GA_ERR_VALUE, "conv2d: bad shape");
-    if (s->p != (s->h + 2 * s->pad - s->r) / s->stride + 1 ||
-        s->q != (s->w + 2 * s->pad - s->s) / s->stride + 1 || s->p <= 0 || s->q <= 0)
-        return ga_fail(GA_ERR_VALUE, "conv2d: output size does not match the input");
-    return GA_OK;
-}
 
 ga_status check_variant(int variant)
 {
@@ -59,13 +48,13 @@ __global__ void im2col_kernel(float *__restrict__ col, const float *__restrict__
 
 /* y (n, k, pq) = gemm result (k, n, pq) + bias, ReLU */
 __global__ void conv_epilogue_kernel(float *__restrict__ y, const float *__restrict__ res,
-                                     const float *__restrict__ b, int relu, Geo g)
+                                     const float *__restrict__ b, ga_act act, Geo g)
 {
     const int64_t pq = g.p * g.q, npq = g.n * pq;
     GA_GRID_STRIDE(t, g.n * g.k * pq) {
         const int64_t img = t / (g.k * pq), k = (t / pq) % g.k, e = t % pq;
         float v = res[k * npq + img * pq + e] + (b ? b[k] : 0.0f);
-        y[t] = relu && !(v > 0.0f) ? 0.0f : v;
+        y[t] = ga_act_eval(act.kind, act.alpha, v);
     }
 }
 
@@ -128,7 +117,7 @@ __global__ void col2im_kernel(float *__restrict__ dx, const float *__restrict__ 
 
 __global__ void conv_forward_ref_kernel(float *__restrict__ y, const float *__restrict__ x,
                                         const float *__restrict__ w, const float *__restrict__ b,
-                                        int relu, Geo g)
+                                        ga_act act, Geo g)
 {
     GA_GRID_STRIDE(t, g.n * g.k * g.p * g.q) {
         const int64_t j = t % g.q, i = (t / g.q) % g.p, k = (t / (g.q * g.p)) % g.k,
@@ -142,7 +131,7 @@ __global__ void conv_forward_ref_kernel(float *__restrict__ y, const float *__re
                         acc += x[((img * g.c + c) * g.h + hi) * g.w + wi] *
                                w[((k * g.c + c) * g.r + kr) * g.s + ks];
                 }
-        y[t] = relu && acc < 0.0f ? 0.0f : acc;
+        y[t] = ga_act_eval(act.kind, act.alpha, acc);
     }
 }
 
@@ -200,7 +189,7 @@ __global__ void conv_dx_ref_kernel(float *__restrict__ dx, const float *__restri
 /* col (c r s, n p q) = im2col(x (n, c, h, w)) */
 ga_status ga_im2col_cuda(float *col, const float *x, const ga_conv_shape *s)
 {
-    GA_TRY(check_conv(s));
+    GA_TRY(ga_check_conv("im2col", s));
     const int64_t total = ga_conv_col_floats(s);
     if (total == 0)
         return GA_OK;
@@ -213,12 +202,13 @@ ga_status ga_im2col_cuda(float *col, const float *x, const ga_conv_shape *s)
     return GA_OK;
 }
 
-/* y (n, k, p, q) = conv(x (n, c, h, w), w (k, c, r, s)) + b (k), relu;
+/* y (n, k, p, q) = act(conv(x (n, c, h, w), w (k, c, r, s)) + b (k));
  * col (c r s, n p q) and ws (k, n p q) are scratch (unused by REF). */
 ga_status ga_conv2d_forward_cuda(float *y, float *col, float *ws, const float *x, const float *w,
-                                 const float *b, int relu, const ga_conv_shape *s, int variant)
+                                 const float *b, ga_act act, const ga_conv_shape *s, int variant)
 {
-    GA_TRY(check_conv(s));
+    GA_TRY(ga_check_conv("conv2d", s));
+    GA_TRY(ga_check_act("conv2d", act));
     GA_TRY(check_variant(variant));
     if (s->n == 0)
         return GA_OK;
@@ -230,7 +220,7 @@ ga_status ga_conv2d_forward_cuda(float *y, float *col, float *ws, const float *x
     GA_TRY(ga_cuda_stream(&st));
     if (variant == GA_VARIANT_REF) {
         GA_LAUNCH(ga_cuda_blocks(s->k * npq, kThreads), kThreads, 0, st, conv_forward_ref_kernel)(
-            y, x, w, b, relu, g);
+            y, x, w, b, act, g);
         GA_CUDA_LAUNCH("conv_forward_ref_kernel");
         return GA_OK;
     }
@@ -238,7 +228,7 @@ ga_status ga_conv2d_forward_cuda(float *y, float *col, float *ws, const float *x
         return ga_fail(GA_ERR_VALUE, "conv2d: NULL workspace");
     GA_TRY(ga_im2col_cuda(col, x, s));
     GA_TRY(ga_gemm_cuda(ws, w, col, 0, 0, s->k, npq, crs, crs, npq, npq, 1.0f, 0.0f, variant));
-    GA_LAUNCH(ga_cuda_blocks(s->k * npq, kThreads), kThreads, 0, st, conv_epilogue_kernel)(y, ws, b, relu, g);
+    GA_LAUNCH(ga_cuda_blocks(s->k * npq, kThreads), kThreads, 0, st, conv_epilogue_kernel)(y, ws, b, act, g);
     GA_CUDA_LAUNCH("conv_epilogue_kernel");
     return GA_OK;
 }
@@ -250,7 +240,7 @@ ga_status ga_conv2d_backward_cuda(float *dx, float *dw, float *db, float *ws, co
                                   float *col, const float *w, const float *dy,
                                   const ga_conv_shape *s, int variant)
 {
-    GA_TRY(check_conv(s));
+    GA_TRY(ga_check_conv("conv2d_backward", s));
     GA_TRY(check_variant(variant));
     const int64_t crs = s->c * s->r * s->s, pq = s->p * s->q, npq = s->n * pq;
     if (!w || (npq > 0 && !dy))

@@ -1,5 +1,5 @@
 /* Elementwise kernels and small reductions on the GPU, the twin of
- * csrc/cpu/elementwise_cpu.c. Shapes and semantics in core/backend.h. All are
+ * csrc/cpu/elementwise_cpu.c. Shapes and semantics in core/kernels.def. All are
  * memory-bound: grid-stride loops with coalesced accesses are enough. */
 #include "cuda/cuda_common.h"
 
@@ -7,31 +7,28 @@ namespace {
 
 constexpr int kThreads = 256;
 
+/* The kind is the same for every thread, so the switch in ga_act_eval does
+ * not diverge. */
 __global__ void bias_act_kernel(float *__restrict__ y, const float *__restrict__ b, int64_t rows,
-                                int64_t cols, int relu)
+                                int64_t cols, ga_act act)
 {
     GA_GRID_STRIDE(i, rows * cols) {
         float v = y[i];
         if (b)
             v += b[i % cols];
-        if (relu)
-            v = v > 0.0f ? v : 0.0f;
-        y[i] = v;
+        y[i] = ga_act_eval(act.kind, act.alpha, v);
     }
 }
 
-/* y may alias x: no __restrict__. */
-__global__ void relu_forward_kernel(float *y, const float *x, int64_t n)
+/* y may alias x, dx may alias dy: no __restrict__. */
+__global__ void act_forward_kernel(float *y, const float *x, int64_t n, ga_act act)
 {
-    GA_GRID_STRIDE(i, n) {
-        const float v = x[i];
-        y[i] = v > 0.0f ? v : 0.0f;
-    }
+    GA_GRID_STRIDE(i, n) y[i] = ga_act_eval(act.kind, act.alpha, x[i]);
 }
 
-__global__ void relu_backward_kernel(float *dx, const float *y, const float *dy, int64_t n)
+__global__ void act_backward_kernel(float *dx, const float *t, const float *dy, int64_t n, ga_act act)
 {
-    GA_GRID_STRIDE(i, n) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    GA_GRID_STRIDE(i, n) dx[i] = ga_act_grad(act.kind, act.alpha, t[i], dy[i]);
 }
 
 /* One thread per column, rows summed in order: the same order as the CPU. */
@@ -64,49 +61,52 @@ __global__ void dropout_kernel(float *y, float *__restrict__ mask, const float *
 
 } // namespace
 
-/* y (rows, cols) += b (cols) (b may be NULL); relu */
-ga_status ga_bias_act_cuda(float *y, const float *b, int64_t rows, int64_t cols, int relu)
+/* y (rows, cols) = act(y + b), b (cols) or NULL */
+ga_status ga_bias_act_cuda(float *y, const float *b, int64_t rows, int64_t cols, ga_act act)
 {
     GA_CHECK_SIZE(rows);
     GA_CHECK_SIZE(cols);
     GA_CHECK_PTR(y, rows * cols);
-    if (rows * cols == 0 || (!b && !relu))
+    GA_TRY(ga_check_act("bias_act", act));
+    if (rows * cols == 0 || (!b && act.kind == GA_ACT_NONE))
         return GA_OK;
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    GA_LAUNCH(ga_cuda_blocks(rows * cols, kThreads), kThreads, 0, s, bias_act_kernel)(y, b, rows, cols, relu);
+    GA_LAUNCH(ga_cuda_blocks(rows * cols, kThreads), kThreads, 0, s, bias_act_kernel)(y, b, rows, cols, act);
     GA_CUDA_LAUNCH("bias_act_kernel");
     return GA_OK;
 }
 
-/* y (n) = max(x, 0); y may alias x */
-ga_status ga_relu_forward_cuda(float *y, const float *x, int64_t n)
+/* y (n) = act(x); y may alias x */
+ga_status ga_act_forward_cuda(float *y, const float *x, int64_t n, ga_act act)
 {
     GA_CHECK_SIZE(n);
     GA_CHECK_PTR(y, n);
     GA_CHECK_PTR(x, n);
-    if (n == 0)
+    GA_TRY(ga_check_act("act_forward", act));
+    if (n == 0 || (act.kind == GA_ACT_NONE && y == x))
         return GA_OK;
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, relu_forward_kernel)(y, x, n);
-    GA_CUDA_LAUNCH("relu_forward_kernel");
+    GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, act_forward_kernel)(y, x, n, act);
+    GA_CUDA_LAUNCH("act_forward_kernel");
     return GA_OK;
 }
 
-/* dx (n) = dy where y > 0 else 0; dx may alias dy */
-ga_status ga_relu_backward_cuda(float *dx, const float *y, const float *dy, int64_t n)
+/* dx (n) = dy act'(t), t = y or z (kernels.def); dx may alias dy */
+ga_status ga_act_backward_cuda(float *dx, const float *t, const float *dy, int64_t n, ga_act act)
 {
     GA_CHECK_SIZE(n);
     GA_CHECK_PTR(dx, n);
-    GA_CHECK_PTR(y, n);
+    GA_CHECK_PTR(t, n);
     GA_CHECK_PTR(dy, n);
+    GA_TRY(ga_check_act("act_backward", act));
     if (n == 0)
         return GA_OK;
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, relu_backward_kernel)(dx, y, dy, n);
-    GA_CUDA_LAUNCH("relu_backward_kernel");
+    GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, act_backward_kernel)(dx, t, dy, n, act);
+    GA_CUDA_LAUNCH("act_backward_kernel");
     return GA_OK;
 }
 

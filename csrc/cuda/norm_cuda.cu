@@ -153,16 +153,6 @@ __global__ void add_kernel(float *y, const float *a, const float *b, int64_t n)
     GA_GRID_STRIDE(i, n) y[i] = a[i] + b[i];
 }
 
-ga_status check_sizes(const char *fn, int64_t n, int64_t c, int64_t hw)
-{
-    if (n < 0 || c <= 0 || hw <= 0)
-        return ga_fail(GA_ERR_VALUE, "%s: bad shape (n %lld, c %lld, hw %lld)", fn, (long long)n,
-                       (long long)c, (long long)hw);
-    if (c > 0x7fffffffLL)
-        return ga_fail(GA_ERR_VALUE, "%s: too many channels", fn);
-    return GA_OK;
-}
-
 } // namespace
 
 /* x, y (n, c, hw); gamma, beta, run_mean, run_var, save_mean, save_invstd (c) */
@@ -171,7 +161,7 @@ ga_status ga_batchnorm_forward_cuda(float *y, float *save_mean, float *save_invs
                                     const float *beta, int64_t n, int64_t c, int64_t hw,
                                     float momentum, float eps, int training)
 {
-    GA_TRY(check_sizes(__func__, n, c, hw));
+    GA_TRY(ga_check_channels("batchnorm_forward", n, c, hw));
     const int64_t total = n * c * hw;
     GA_CHECK_PTR(y, total);
     GA_CHECK_PTR(x, total);
@@ -198,7 +188,7 @@ ga_status ga_batchnorm_backward_cuda(float *dx, float *dgamma, float *dbeta, con
                                      const float *save_invstd, int64_t n, int64_t c, int64_t hw,
                                      int training)
 {
-    GA_TRY(check_sizes(__func__, n, c, hw));
+    GA_TRY(ga_check_channels("batchnorm_backward", n, c, hw));
     const int64_t total = n * c * hw;
     GA_CHECK_PTR(dy, total);
     GA_CHECK_PTR(x, total);

@@ -6,17 +6,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-ga_status check_pool(const ga_pool_shape *s)
-{
-    if (!s || s->n < 0 || s->c < 0 || s->h <= 0 || s->w <= 0 || s->size <= 0 || s->stride <= 0 ||
-        s->p != (s->h - s->size) / s->stride + 1 || s->q != (s->w - s->size) / s->stride + 1 ||
-        s->p <= 0 || s->q <= 0)
-        return ga_fail(GA_ERR_VALUE, "max_pool2d: bad shape");
-    if (s->h * s->w > INT32_MAX)
-        return ga_fail(GA_ERR_VALUE, "max_pool2d: h*w does not fit the int32 argmax");
-    return GA_OK;
-}
-
 /* One thread per output; strict > so the first maximum (raster order) wins ties. */
 __global__ void maxpool_forward_kernel(float *__restrict__ y, int32_t *__restrict__ arg,
                                        const float *__restrict__ x, int64_t planes, int64_t h,
@@ -73,7 +62,7 @@ __global__ void maxpool_backward_kernel(float *__restrict__ dx, const float *__r
 /* x (n, c, h, w) -> y (n, c, p, q), arg (n, c, p, q) flat h*w index of each max */
 ga_status ga_maxpool_forward_cuda(float *y, int32_t *arg, const float *x, const ga_pool_shape *s)
 {
-    GA_TRY(check_pool(s));
+    GA_TRY(ga_check_pool("max_pool2d", s));
     const int64_t planes = s->n * s->c, total = planes * s->p * s->q;
     if (total == 0)
         return GA_OK;
@@ -92,7 +81,7 @@ ga_status ga_maxpool_forward_cuda(float *y, int32_t *arg, const float *x, const 
 ga_status ga_maxpool_backward_cuda(float *dx, const float *dy, const int32_t *arg,
                                    const ga_pool_shape *s)
 {
-    GA_TRY(check_pool(s));
+    GA_TRY(ga_check_pool("max_pool2d_backward", s));
     const int64_t planes = s->n * s->c, total = planes * s->h * s->w;
     if (total == 0)
         return GA_OK;

@@ -71,6 +71,24 @@ static inline int same_shape(const int64_t a[3], const int64_t b[3])
     return a[0] == b[0] && a[1] == b[1] && a[2] == b[2];
 }
 
+/* The layer keeps its pre-activation z (gelu, silu): its forward runs the
+ * op linear into l->z, then the activation into y; backward reads z. The
+ * other kinds are fused into the op's epilogue and differentiated from y. */
+static inline int ga_act_needs_z(ga_act act) { return act.kind != GA_ACT_NONE && !ga_act_from_output(act.kind); }
+/* What act_backward reads: z or the output of the last forward. */
+static inline const float *ga_act_input(const ga_layer *l) { return ga_act_needs_z(l->spec.act) ? l->z : l->y_seen; }
+/* The layer's op runs with this activation fused (linear when z is kept). */
+static inline ga_act ga_act_fused(ga_act act)
+{
+    return ga_act_needs_z(act) ? (ga_act){GA_ACT_NONE, 0.0f} : act;
+}
+/* Where the op writes: l->z when it is kept, else the output y. */
+static inline float *ga_act_target(ga_layer *l, float *y) { return ga_act_needs_z(l->spec.act) ? l->z : y; }
+/* Reserve l->z for n samples when the activation needs it. */
+ga_status ga_layer_reserve_z(ga_net *net, ga_layer *l, int64_t n);
+/* After the op wrote ga_act_target with ga_act_fused: y = act(z) when z is kept. */
+ga_status ga_layer_finish_act(ga_net *net, ga_layer *l, int64_t count, float *y);
+
 static inline const float *layer_w(const ga_net *net, const ga_layer *l) { return net->params + l->w_off; }
 static inline const float *layer_b(const ga_net *net, const ga_layer *l)
 {

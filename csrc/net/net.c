@@ -4,14 +4,16 @@
 #include "net/layer.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/checks.h"
 #include "core/rng.h"
 
 extern const ga_layer_ops ga_conv2d_layer, ga_maxpool2d_layer, ga_flatten_layer, ga_dense_layer, ga_dropout_layer,
-    ga_relu_layer, ga_batchnorm_layer, ga_global_avgpool_layer, ga_res_begin_layer, ga_res_end_layer;
+    ga_activation_layer, ga_batchnorm_layer, ga_global_avgpool_layer, ga_res_begin_layer, ga_res_end_layer;
 
 const ga_layer_ops *const ga_layer_table[GA_LAYER_KINDS] = {
     [GA_LAYER_CONV2D] = &ga_conv2d_layer,
@@ -19,7 +21,7 @@ const ga_layer_ops *const ga_layer_table[GA_LAYER_KINDS] = {
     [GA_LAYER_FLATTEN] = &ga_flatten_layer,
     [GA_LAYER_DENSE] = &ga_dense_layer,
     [GA_LAYER_DROPOUT] = &ga_dropout_layer,
-    [GA_LAYER_RELU] = &ga_relu_layer,
+    [GA_LAYER_ACTIVATION] = &ga_activation_layer,
     [GA_LAYER_BATCHNORM] = &ga_batchnorm_layer,
     [GA_LAYER_GLOBAL_AVGPOOL] = &ga_global_avgpool_layer,
     [GA_LAYER_RES_BEGIN] = &ga_res_begin_layer,
@@ -92,6 +94,9 @@ static ga_status infer_layer(ga_net *net, int i, int64_t *nparams)
     if (sp->units > GA_MAX_DIM || sp->kernel_h > GA_MAX_DIM || sp->kernel_w > GA_MAX_DIM ||
         sp->stride > GA_MAX_DIM || sp->pad > GA_MAX_DIM)
         return ga_fail(GA_ERR_VALUE, "layer %d: sizes above 2^31 - 1 are not supported", i);
+    char what[48];
+    snprintf(what, sizeof what, "layer %d (%s)", i, l->ops->name);
+    GA_TRY(ga_check_act(what, sp->act));
     GA_TRY(l->ops->infer(net, l, i));
     if (l->nw < 0 || l->out[0] < 0 || checked_mul(checked_mul(l->out[0], l->out[1]), l->out[2]) < 0 ||
         *nparams + l->nw + l->nb > GA_MAX_ELEMS)
@@ -128,7 +133,8 @@ static void free_activations(ga_net *net)
         be->release(l->arg);
         be->release(l->mask);
         be->release(l->dskip);
-        l->y = l->col = l->mask = l->dskip = NULL;
+        be->release(l->z);
+        l->y = l->col = l->mask = l->dskip = l->z = NULL;
         l->arg = NULL;
     }
     be->release(net->x);
@@ -156,6 +162,18 @@ ga_status ga_layer_reserve_output(ga_net *net, ga_layer *l, int64_t n, int64_t *
 {
     *ws = 0;
     return ga_net_alloc_floats(net, &l->y, n * per_sample(l->out));
+}
+
+ga_status ga_layer_reserve_z(ga_net *net, ga_layer *l, int64_t n)
+{
+    return ga_act_needs_z(l->spec.act) ? ga_net_alloc_floats(net, &l->z, n * per_sample(l->out)) : GA_OK;
+}
+
+ga_status ga_layer_finish_act(ga_net *net, ga_layer *l, int64_t count, float *y)
+{
+    if (ga_act_needs_z(l->spec.act))
+        BE(net, act_forward(y, l->z, count, l->spec.act));
+    return GA_OK;
 }
 
 ga_status ga_layer_reserve_none(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)

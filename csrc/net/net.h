@@ -17,11 +17,11 @@ typedef enum {
     GA_LAYER_FLATTEN,
     GA_LAYER_DENSE,
     GA_LAYER_DROPOUT,
-    GA_LAYER_RELU,
+    GA_LAYER_ACTIVATION,     /* an activation on its own (ReLU, Activation, LeakyReLU, ELU) */
     GA_LAYER_BATCHNORM,      /* per-channel normalisation, gamma/beta + moving mean/var */
     GA_LAYER_GLOBAL_AVGPOOL, /* (C, H, W) -> (C, 1, 1) */
     GA_LAYER_RES_BEGIN,      /* residual block: remembers its input (the skip) */
-    GA_LAYER_RES_END,        /* residual block: y = branch + skip (or 1x1 projection of it), ReLU */
+    GA_LAYER_RES_END,        /* residual block: y = act(branch + skip (or 1x1 projection of it)) */
     GA_LAYER_KINDS
 } ga_layer_kind;
 
@@ -35,7 +35,7 @@ typedef struct ga_layer_ops ga_layer_ops; /* net/layer.h: what each kind does */
 /* Residual blocks are brackets in the linear table: RES_BEGIN, the branch's
  * layers, RES_END (nesting allowed). Forward: RES_BEGIN is a view of its input;
  * RES_END adds that input (through a 1x1 convolution with stride when
- * `projection` is on) to the branch output and applies the optional ReLU.
+ * `projection` is on) to the branch output and applies its activation.
  * Backward: RES_END passes its gradient to the branch unchanged and keeps the
  * skip's gradient (through the projection) in `dskip`; RES_BEGIN adds it. */
 enum { GA_PROJ_NONE = 0, GA_PROJ_YES = 1, GA_PROJ_AUTO = 2 };
@@ -45,7 +45,7 @@ typedef struct {
     int64_t units;                /* conv filters, dense units */
     int64_t kernel_h, kernel_w;   /* conv kernel; pool window (kernel_h) */
     int64_t stride, pad;          /* conv and pool */
-    int relu;                     /* ReLU fused after conv or dense */
+    ga_act act;                   /* conv, dense, residual end (fused), activation layer */
     int use_bias;                 /* conv and dense */
     float rate;                   /* dropout */
     float momentum, eps;          /* batch norm (Keras: 0.99, 1e-3) */
@@ -74,6 +74,8 @@ typedef struct {
     float *col;                   /* conv: im2col of the input, kept for backward */
     int32_t *arg;                 /* max-pool: argmax indices */
     float *mask;                  /* dropout: the scaled keep mask */
+    float *z;                     /* the pre-activation, kept when the activation's
+                                     derivative needs it (gelu, silu: ga_act_needs_z) */
     const float *x_seen;          /* input and output of the last forward */
     float *y_seen;
     int trainable;                /* weights updated, their gradients computed (default 1) */

@@ -50,6 +50,59 @@ static int check_keys(PyObject *d, int kind, Py_ssize_t i)
     return 0;
 }
 
+static const char *const act_names[GA_ACT_KINDS] = GA_ACT_NAMES;
+static const float act_alphas[GA_ACT_KINDS] = GA_ACT_DEFAULT_ALPHAS;
+
+/* The activation names (alphas = 0) or default alphas (alphas = 1) as a tuple,
+ * index = ga_act_kind: _C.ACTIVATIONS, _C.ACTIVATION_ALPHAS. */
+static PyObject *activation_table(int alphas)
+{
+    PyObject *t = PyTuple_New(GA_ACT_KINDS);
+    for (int k = 0; t && k < GA_ACT_KINDS; k++) {
+        PyObject *s = alphas ? PyFloat_FromDouble(act_alphas[k]) : PyUnicode_FromString(act_names[k]);
+        if (!s) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, k, s);
+    }
+    return t;
+}
+
+/* "activation": a name of GA_ACT_NAMES (absent or None: linear); "alpha": its
+ * parameter (absent or None: the kind's default). */
+static int parse_activation(PyObject *d, ga_act *act, Py_ssize_t i)
+{
+    act->kind = GA_ACT_NONE;
+    PyObject *v = PyDict_GetItemString(d, "activation");
+    if (v && v != Py_None) {
+        const char *name = PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : NULL;
+        if (!name) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "layer %zd: 'activation' must be a string or None", i);
+            return -1;
+        }
+        act->kind = -1;
+        for (int k = 0; k < GA_ACT_KINDS; k++)
+            if (strcmp(name, act_names[k]) == 0)
+                act->kind = k;
+        if (act->kind < 0) {
+            PyObject *all = activation_table(0);
+            if (all)
+                PyErr_Format(PyExc_ValueError, "layer %zd: unknown activation '%s' (known: %S)", i, name, all);
+            Py_XDECREF(all);
+            return -1;
+        }
+    }
+    act->alpha = act_alphas[act->kind];
+    if ((v = PyDict_GetItemString(d, "alpha")) && v != Py_None) {
+        act->alpha = (float)PyFloat_AsDouble(v);
+        if (PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
 /* Read one layer description (a dict) into `sp`. */
 static int parse_spec(PyObject *d, ga_layer_spec *sp, Py_ssize_t i)
 {
@@ -89,7 +142,7 @@ static int parse_spec(PyObject *d, ga_layer_spec *sp, Py_ssize_t i)
         *ints[j].dst = x;
     }
     PyObject *v;
-    if ((v = PyDict_GetItemString(d, "relu")) && (sp->relu = PyObject_IsTrue(v)) < 0)
+    if (parse_activation(d, &sp->act, i) < 0)
         return -1;
     sp->use_bias = 1;
     if ((v = PyDict_GetItemString(d, "use_bias")) && (sp->use_bias = PyObject_IsTrue(v)) < 0)
@@ -653,6 +706,13 @@ int ga_net_type_init(PyObject *module)
     if (PyModule_AddObject(module, "Net", (PyObject *)&GaNet_Type) < 0) {
         Py_DECREF(&GaNet_Type);
         return -1;
+    }
+    for (int alphas = 0; alphas < 2; alphas++) {
+        PyObject *t = activation_table(alphas);
+        if (!t || PyModule_AddObject(module, alphas ? "ACTIVATION_ALPHAS" : "ACTIVATIONS", t) < 0) {
+            Py_XDECREF(t);
+            return -1;
+        }
     }
     return 0;
 }

@@ -270,12 +270,14 @@ static PyObject *op_conv2d(PyObject *self, PyObject *args)
 {
     PyObject *xo, *wo, *bo, *out = NULL;
     long stride, pad;
-    int relu, variant;
+    int variant;
+    ga_act act;
     const char *device;
     op_ctx c;
     op_in x = {0}, w = {0}, b = {0};
     float *col = NULL, *ws = NULL;
-    if (!PyArg_ParseTuple(args, "OOOllpsi:conv2d", &xo, &wo, &bo, &stride, &pad, &relu, &device, &variant))
+    if (!PyArg_ParseTuple(args, "OOOllifsi:conv2d", &xo, &wo, &bo, &stride, &pad, &act.kind, &act.alpha, &device,
+                          &variant))
         return NULL;
     if (check_variant(variant) < 0 || ctx_init(&c, device) < 0)
         return NULL;
@@ -299,7 +301,7 @@ static PyObject *op_conv2d(PyObject *self, PyObject *args)
             !(ws = scratch(&c, (size_t)ga_conv_fwd_ws_floats(&s) * sizeof(float))))
             goto fail;
     }
-    RUN(&c, BE->conv2d_forward(y, col, ws, x.ptr, w.ptr, bo != Py_None ? b.ptr : NULL, relu, &s, variant));
+    RUN(&c, BE->conv2d_forward(y, col, ws, x.ptr, w.ptr, bo != Py_None ? b.ptr : NULL, act, &s, variant));
     BE->release(col);
     BE->release(ws);
     in_free(&x);
@@ -459,20 +461,21 @@ static PyObject *op_max_pool2d_backward(PyObject *self, PyObject *args) { return
 
 /* ---------------------------------------------------------------- elementwise */
 
-static PyObject *op_relu(PyObject *self, PyObject *args)
+static PyObject *op_activation(PyObject *self, PyObject *args)
 {
     PyObject *xo, *out = NULL;
+    ga_act act;
     const char *device;
     op_ctx c;
     op_in x = {0};
-    if (!PyArg_ParseTuple(args, "Os:relu", &xo, &device) || ctx_init(&c, device) < 0)
+    if (!PyArg_ParseTuple(args, "Oifs:activation", &xo, &act.kind, &act.alpha, &device) || ctx_init(&c, device) < 0)
         return NULL;
     if (in_get(&c, &x, xo, "x", -1) < 0)
         goto fail;
     float *y;
     if (!(out = out_new(&c, x.ndim, x.shape, &y)))
         goto fail;
-    RUN(&c, BE->relu_forward(y, x.ptr, x.size));
+    RUN(&c, BE->act_forward(y, x.ptr, x.size, act));
     in_free(&x);
     return out_done(&c, out);
 fail:
@@ -481,20 +484,23 @@ fail:
     return NULL;
 }
 
-static PyObject *op_relu_backward(PyObject *self, PyObject *args)
+/* t: the output y, or the input z for kinds whose derivative needs it (gelu, silu) */
+static PyObject *op_activation_backward(PyObject *self, PyObject *args)
 {
     PyObject *yo, *dyo, *out = NULL;
+    ga_act act;
     const char *device;
     op_ctx c;
     op_in y = {0}, dy = {0};
-    if (!PyArg_ParseTuple(args, "OOs:relu_backward", &yo, &dyo, &device) || ctx_init(&c, device) < 0)
+    if (!PyArg_ParseTuple(args, "OOifs:activation_backward", &yo, &dyo, &act.kind, &act.alpha, &device) ||
+        ctx_init(&c, device) < 0)
         return NULL;
-    if (in_get(&c, &y, yo, "y", -1) < 0 || in_get(&c, &dy, dyo, "dy", -1) < 0 || same_shape(&y, &dy, "y", "dy") < 0)
+    if (in_get(&c, &y, yo, "t", -1) < 0 || in_get(&c, &dy, dyo, "dy", -1) < 0 || same_shape(&y, &dy, "t", "dy") < 0)
         goto fail;
     float *dx;
     if (!(out = out_new(&c, y.ndim, y.shape, &dx)))
         goto fail;
-    RUN(&c, BE->relu_backward(dx, y.ptr, dy.ptr, y.size));
+    RUN(&c, BE->act_backward(dx, y.ptr, dy.ptr, y.size, act));
     in_free(&y);
     in_free(&dy);
     return out_done(&c, out);
@@ -544,11 +550,12 @@ fail_out:
 static PyObject *op_dense(PyObject *self, PyObject *args)
 {
     PyObject *xo, *wo, *bo, *out = NULL;
-    int relu;
+    ga_act act;
     const char *device;
     op_ctx c;
     op_in x = {0}, w = {0}, b = {0};
-    if (!PyArg_ParseTuple(args, "OOOps:dense", &xo, &wo, &bo, &relu, &device) || ctx_init(&c, device) < 0)
+    if (!PyArg_ParseTuple(args, "OOOifs:dense", &xo, &wo, &bo, &act.kind, &act.alpha, &device) ||
+        ctx_init(&c, device) < 0)
         return NULL;
     if (in_get(&c, &x, xo, "x", 2) < 0 || in_get(&c, &w, wo, "w", 2) < 0)
         goto fail;
@@ -564,7 +571,7 @@ static PyObject *op_dense(PyObject *self, PyObject *args)
     if (!(out = out_new(&c, 2, shape, &y)))
         goto fail;
     RUN(&c, BE->gemm(y, x.ptr, w.ptr, 0, 1, n, units, fin, fin, fin, units, 1.0f, 0.0f, GA_VARIANT_FAST));
-    RUN(&c, BE->bias_act(y, bo != Py_None ? b.ptr : NULL, n, units, relu));
+    RUN(&c, BE->bias_act(y, bo != Py_None ? b.ptr : NULL, n, units, act));
     in_free(&x);
     in_free(&w);
     in_free(&b);
@@ -789,8 +796,8 @@ PyMethodDef ga_ops_methods[] = {
     {"op_conv2d_backward", op_conv2d_backward, METH_VARARGS, NULL},
     {"op_max_pool2d", op_max_pool2d, METH_VARARGS, NULL},
     {"op_max_pool2d_backward", op_max_pool2d_backward, METH_VARARGS, NULL},
-    {"op_relu", op_relu, METH_VARARGS, NULL},
-    {"op_relu_backward", op_relu_backward, METH_VARARGS, NULL},
+    {"op_activation", op_activation, METH_VARARGS, NULL},
+    {"op_activation_backward", op_activation_backward, METH_VARARGS, NULL},
     {"op_dropout", op_dropout, METH_VARARGS, NULL},
     {"op_dense", op_dense, METH_VARARGS, NULL},
     {"op_dense_backward", op_dense_backward, METH_VARARGS, NULL},

@@ -1,5 +1,6 @@
-/* Conv2D: convolution with bias and ReLU fused in its epilogue. When the next
- * layer is a max pool and the backend has the fused kernel (l->fused_pool),
+/* Conv2D: convolution with bias and activation fused in its epilogue (gelu and
+ * silu keep z: layer.h). When the next layer is a max pool, the activation is
+ * monotone and the backend has the fused kernel (l->fused_pool),
  * this layer's output is never stored: its forward is a view of its input and
  * the pool runs the two as one kernel (pool.c); backward takes the pool's
  * output gradient (the pool passes it through) and runs the fused backward. */
@@ -17,10 +18,12 @@ static ga_conv_shape conv_shape(const ga_layer *l, int64_t n)
 
 extern const ga_layer_ops ga_maxpool2d_layer;
 
-/* A max pool right after: one kernel for both, when the backend has it. */
+/* A max pool right after: one kernel for both, when the backend has it and
+ * the activation commutes with the max (monotone, derivative from y). */
 static int fuse_next(const ga_net *net, const ga_layer *l)
 {
-    return l[1].ops == &ga_maxpool2d_layer && net->be->conv2d_pool_forward && net->be->conv2d_pool_backward;
+    return l[1].ops == &ga_maxpool2d_layer && net->be->conv2d_pool_forward && net->be->conv2d_pool_backward &&
+           ga_act_from_output(l->spec.act.kind);
 }
 
 static ga_status infer(ga_net *net, ga_layer *l, int i)
@@ -67,7 +70,7 @@ static ga_status reserve(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
     GA_TRY(ga_net_alloc_floats(net, &l->col, ga_conv_col_floats(&s)));
     if (!l->fused_pool)
         GA_TRY(ga_net_alloc_floats(net, &l->y, n * per_sample(l->out)));
-    return GA_OK;
+    return ga_layer_reserve_z(net, l, n);
 }
 
 static ga_status forward(ga_net *net, ga_layer *l, int64_t n, int training, const float *in, float **y)
@@ -78,9 +81,9 @@ static ga_status forward(ga_net *net, ga_layer *l, int64_t n, int training, cons
         return GA_OK;
     }
     ga_conv_shape s = conv_shape(l, n);
-    BE(net, conv2d_forward(*y, l->col, net->ws, in, layer_w(net, l), layer_b(net, l), l->spec.relu, &s,
-                           GA_VARIANT_FAST));
-    return GA_OK;
+    BE(net, conv2d_forward(ga_act_target(l, *y), l->col, net->ws, in, layer_w(net, l), layer_b(net, l),
+                           ga_act_fused(l->spec.act), &s, GA_VARIANT_FAST));
+    return ga_layer_finish_act(net, l, n * per_sample(l->out), *y);
 }
 
 static ga_status backward(ga_net *net, ga_layer *l, int64_t n, int training, int lowest, int need_dx, float *g,
@@ -100,11 +103,11 @@ static ga_status backward(ga_net *net, ga_layer *l, int64_t n, int training, int
             .size = pool->spec.kernel_h, .stride = pool->spec.stride, .p = pool->out[1], .q = pool->out[2],
         };
         BE(net, conv2d_pool_backward(dx, dw, db, net->ws, l->x_seen, l->col, layer_w(net, l), g, pool->y_seen,
-                                     pool->arg, l->spec.relu, &s, &ps));
+                                     pool->arg, l->spec.act, &s, &ps));
         return GA_OK;
     }
-    if (l->spec.relu)
-        BE(net, relu_backward(g, l->y_seen, g, n * per_sample(l->out)));
+    if (l->spec.act.kind != GA_ACT_NONE)
+        BE(net, act_backward(g, ga_act_input(l), g, n * per_sample(l->out), l->spec.act));
     BE(net, conv2d_backward(dx, dw, db, net->ws, l->x_seen, l->col, layer_w(net, l), g, &s, GA_VARIANT_FAST));
     return GA_OK;
 }
@@ -112,7 +115,7 @@ static ga_status backward(ga_net *net, ga_layer *l, int64_t n, int training, int
 const ga_layer_ops ga_conv2d_layer = {
     .kind = "conv2d",
     .name = "Conv2D",
-    .keys = {"units", "kernel_h", "kernel_w", "stride", "pad", "relu", "use_bias"},
+    .keys = {"units", "kernel_h", "kernel_w", "stride", "pad", "activation", "alpha", "use_bias"},
     .fuse_next = fuse_next,
     .infer = infer,
     .describe = describe,

@@ -1,5 +1,5 @@
-/* Dense: y = x W^T + b with the ReLU fused, W (units, in features), the input
- * read in C, H, W order. */
+/* Dense: y = act(x W^T + b) with the activation fused (gelu and silu keep z:
+ * layer.h), W (units, in features), the input read in C, H, W order. */
 #include "net/layer.h"
 
 static ga_status infer(ga_net *net, ga_layer *l, int i)
@@ -21,15 +21,23 @@ static void init(const ga_net *net, const ga_layer *l, int i, float *host)
     ga_layer_glorot(net, l, i, (double)per_sample(l->in), (double)l->spec.units, host);
 }
 
+static ga_status reserve(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
+{
+    GA_TRY(ga_layer_reserve_output(net, l, n, ws));
+    return ga_layer_reserve_z(net, l, n);
+}
+
 static ga_status forward(ga_net *net, ga_layer *l, int64_t n, int training, const float *in, float **y)
 {
     (void)training;
     const int64_t fin = per_sample(l->in), units = l->spec.units;
     const float *b = layer_b(net, l);
-    BE(net, gemm(*y, in, layer_w(net, l), 0, 1, n, units, fin, fin, fin, units, 1.0f, 0.0f, GA_VARIANT_FAST));
-    if (b || l->spec.relu)
-        BE(net, bias_act(*y, b, n, units, l->spec.relu));
-    return GA_OK;
+    const ga_act act = ga_act_fused(l->spec.act);
+    float *out = ga_act_target(l, *y);
+    BE(net, gemm(out, in, layer_w(net, l), 0, 1, n, units, fin, fin, fin, units, 1.0f, 0.0f, GA_VARIANT_FAST));
+    if (b || act.kind != GA_ACT_NONE)
+        BE(net, bias_act(out, b, n, units, act));
+    return ga_layer_finish_act(net, l, n * units, *y);
 }
 
 static ga_status backward(ga_net *net, ga_layer *l, int64_t n, int training, int lowest, int need_dx, float *g,
@@ -39,8 +47,8 @@ static ga_status backward(ga_net *net, ga_layer *l, int64_t n, int training, int
     (void)lowest;
     const int64_t fin = per_sample(l->in), units = l->spec.units;
     float *dw = layer_dw(net, l), *db = layer_db(net, l);
-    if (l->spec.relu)
-        BE(net, relu_backward(g, l->y_seen, g, n * units));
+    if (l->spec.act.kind != GA_ACT_NONE)
+        BE(net, act_backward(g, ga_act_input(l), g, n * units, l->spec.act));
     if (dw) {
         BE(net, gemm(dw, g, l->x_seen, 1, 0, units, fin, n, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST));
         if (db)
@@ -55,11 +63,11 @@ static ga_status backward(ga_net *net, ga_layer *l, int64_t n, int training, int
 const ga_layer_ops ga_dense_layer = {
     .kind = "dense",
     .name = "Dense",
-    .keys = {"units", "relu", "use_bias"},
+    .keys = {"units", "activation", "alpha", "use_bias"},
     .infer = infer,
     .describe = describe,
     .init = init,
-    .reserve = ga_layer_reserve_output,
+    .reserve = reserve,
     .forward = forward,
     .backward = backward,
 };

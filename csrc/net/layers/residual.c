@@ -115,6 +115,7 @@ static ga_status end_reserve(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
         GA_TRY(ga_net_alloc_floats(net, &l->col, ga_conv_col_floats(&s)));
     }
     GA_TRY(ga_net_alloc_floats(net, &l->dskip, n * per_sample(l->skip)));
+    GA_TRY(ga_layer_reserve_z(net, l, n));
     return ga_net_alloc_floats(net, &l->y, n * per_sample(l->out));
 }
 
@@ -123,16 +124,19 @@ static ga_status end_forward(ga_net *net, ga_layer *l, int64_t n, int training, 
     (void)training;
     const float *skip = net->layers[l->match].x_seen;
     const int64_t count = n * per_sample(l->out);
+    const ga_act act = ga_act_fused(l->spec.act);
+    float *sum = ga_act_target(l, *y);
     if (l->proj) {
         ga_conv_shape s = proj_shape(l, n);
-        BE(net, conv2d_forward(*y, l->col, net->ws, skip, layer_w(net, l), layer_b(net, l), 0, &s, GA_VARIANT_FAST));
-        BE(net, add(*y, *y, in, count));
+        BE(net, conv2d_forward(sum, l->col, net->ws, skip, layer_w(net, l), layer_b(net, l),
+                               (ga_act){GA_ACT_NONE, 0.0f}, &s, GA_VARIANT_FAST));
+        BE(net, add(sum, sum, in, count));
     } else {
-        BE(net, add(*y, in, skip, count));
+        BE(net, add(sum, in, skip, count));
     }
-    if (l->spec.relu)
-        BE(net, relu_forward(*y, *y, count));
-    return GA_OK;
+    if (act.kind != GA_ACT_NONE)
+        BE(net, act_forward(sum, sum, count, act));
+    return ga_layer_finish_act(net, l, count, *y);
 }
 
 static ga_status end_backward(ga_net *net, ga_layer *l, int64_t n, int training, int lowest, int need_dx, float *g,
@@ -142,8 +146,8 @@ static ga_status end_backward(ga_net *net, ga_layer *l, int64_t n, int training,
     const int64_t count = n * per_sample(l->out);
     const int need_skip = l->match >= lowest;
     *moved = 0; /* the branch gets g unchanged, in place */
-    if (l->spec.relu)
-        BE(net, relu_backward(g, l->y_seen, g, count));
+    if (l->spec.act.kind != GA_ACT_NONE)
+        BE(net, act_backward(g, ga_act_input(l), g, count, l->spec.act));
     if (l->proj) {
         ga_conv_shape s = proj_shape(l, n);
         float *dw = layer_dw(net, l);
@@ -159,7 +163,7 @@ static ga_status end_backward(ga_net *net, ga_layer *l, int64_t n, int training,
 const ga_layer_ops ga_res_end_layer = {
     .kind = "res_end",
     .name = "residual end",
-    .keys = {"projection", "stride", "relu", "use_bias"},
+    .keys = {"projection", "stride", "activation", "alpha", "use_bias"},
     .infer = end_infer,
     .describe = end_describe,
     .init = end_init,

@@ -90,29 +90,33 @@ const ga_layer_ops ga_dropout_layer = {
     .backward = dropout_layer_backward,
 };
 
-/* ---- ReLU ---- */
+/* ---- an activation on its own (ReLU, Activation, LeakyReLU, ELU): its input
+ * is its z, so gelu and silu need no extra buffer ---- */
 
-static ga_status relu_layer_forward(ga_net *net, ga_layer *l, int64_t n, int training, const float *in, float **y)
+static ga_status activation_layer_forward(ga_net *net, ga_layer *l, int64_t n, int training, const float *in,
+                                          float **y)
 {
     (void)training;
-    BE(net, relu_forward(*y, in, n * per_sample(l->out)));
+    BE(net, act_forward(*y, in, n * per_sample(l->out), l->spec.act));
     return GA_OK;
 }
 
-static ga_status relu_layer_backward(ga_net *net, ga_layer *l, int64_t n, int training, int lowest, int need_dx, float *g,
-                               float *spare, int *moved)
+static ga_status activation_layer_backward(ga_net *net, ga_layer *l, int64_t n, int training, int lowest,
+                                           int need_dx, float *g, float *spare, int *moved)
 {
     (void)training, (void)lowest, (void)need_dx, (void)spare;
     *moved = 0;
-    BE(net, relu_backward(g, l->y_seen, g, n * per_sample(l->out)));
+    const float *t = ga_act_from_output(l->spec.act.kind) ? l->y_seen : l->x_seen;
+    BE(net, act_backward(g, t, g, n * per_sample(l->out), l->spec.act));
     return GA_OK;
 }
 
-const ga_layer_ops ga_relu_layer = {
-    .kind = "relu",
-    .name = "ReLU",
+const ga_layer_ops ga_activation_layer = {
+    .kind = "activation",
+    .name = "Activation",
+    .keys = {"activation", "alpha"},
     .infer = same_infer,
     .reserve = ga_layer_reserve_output,
-    .forward = relu_layer_forward,
-    .backward = relu_layer_backward,
+    .forward = activation_layer_forward,
+    .backward = activation_layer_backward,
 };

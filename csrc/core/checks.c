@@ -1,0 +1,54 @@
+/* Device-independent argument checks (core/checks.h). */
+#include "core/checks.h"
+
+#include <math.h>
+
+ga_status ga_check_conv(const char *op, const ga_conv_shape *s)
+{
+    if (!s || s->n < 0 || s->c <= 0 || s->h <= 0 || s->w <= 0 || s->k <= 0 || s->r <= 0 || s->s <= 0 ||
+        s->stride <= 0 || s->pad < 0)
+        return ga_fail(GA_ERR_VALUE, "%s: bad shape", op);
+    if (s->p != (s->h + 2 * s->pad - s->r) / s->stride + 1 || s->q != (s->w + 2 * s->pad - s->s) / s->stride + 1 ||
+        s->p <= 0 || s->q <= 0)
+        return ga_fail(GA_ERR_VALUE, "%s: output size does not match the input", op);
+    return GA_OK;
+}
+
+ga_status ga_check_pool(const char *op, const ga_pool_shape *s)
+{
+    if (!s || s->n < 0 || s->c < 0 || s->h <= 0 || s->w <= 0 || s->size <= 0 || s->stride <= 0 ||
+        s->p != (s->h - s->size) / s->stride + 1 || s->q != (s->w - s->size) / s->stride + 1 || s->p <= 0 ||
+        s->q <= 0)
+        return ga_fail(GA_ERR_VALUE, "%s: inconsistent shape", op);
+    if (s->h * s->w > INT32_MAX)
+        return ga_fail(GA_ERR_VALUE, "%s: h*w does not fit the int32 argmax", op);
+    return GA_OK;
+}
+
+ga_status ga_check_channels(const char *op, int64_t n, int64_t c, int64_t hw)
+{
+    if (n < 0 || c <= 0 || hw <= 0)
+        return ga_fail(GA_ERR_VALUE, "%s: bad shape (n %lld, c %lld, hw %lld)", op, (long long)n, (long long)c,
+                       (long long)hw);
+    if (c > INT32_MAX)
+        return ga_fail(GA_ERR_VALUE, "%s: too many channels", op);
+    return GA_OK;
+}
+
+ga_status ga_check_act(const char *op, ga_act act)
+{
+    if (act.kind < 0 || act.kind >= GA_ACT_KINDS)
+        return ga_fail(GA_ERR_VALUE, "%s: unknown activation kind %d", op, (int)act.kind);
+    if ((act.kind == GA_ACT_LEAKY_RELU || act.kind == GA_ACT_ELU) && !(act.alpha >= 0.0f && isfinite(act.alpha)))
+        return ga_fail(GA_ERR_VALUE, "%s: the %s alpha must be finite and >= 0, got %g", op,
+                       act.kind == GA_ACT_ELU ? "elu" : "leaky_relu", (double)act.alpha);
+    return GA_OK;
+}
+
+ga_status ga_check_act_poolable(const char *op, ga_act act)
+{
+    GA_TRY(ga_check_act(op, act));
+    if (!ga_act_from_output(act.kind))
+        return ga_fail(GA_ERR_VALUE, "%s: a non-monotone activation (gelu, silu) cannot be fused with a max pool", op);
+    return GA_OK;
+}
