@@ -109,6 +109,38 @@ def max_pool2d_backward(x, dy, size=2, stride=None, device=None):
     return _C.op_max_pool2d_backward(x, dy, size, stride, _device_of(device, x, dy))
 
 
+def global_avg_pool2d(x, device=None):
+    """Mean over H and W: x (N, C, H, W) -> (N, C)."""
+    return _C.op_global_avg_pool2d(x, _device_of(device, x))
+
+
+def global_avg_pool2d_backward(x, dy, device=None):
+    """Gradient of global_avg_pool2d: dx (N, C, H, W) = dy / (H W) (x gives the shape)."""
+    return _C.op_global_avg_pool2d_backward(x, dy, _device_of(device, x, dy))
+
+
+def batch_norm(x, gamma, beta, running_mean, running_var, training=True, momentum=0.99, eps=1e-3, device=None):
+    """Batch normalisation over the channels of x (N, C, H, W) or the features of x (N, F), Keras semantics.
+
+    Returns (y, mean, invstd, new_running_mean, new_running_var): training uses the batch
+    mean and biased variance and moves the running statistics by `momentum`; inference
+    uses (and returns unchanged) the running ones. mean and invstd feed batch_norm_backward."""
+    dev = _device_of(device, x, gamma, beta, running_mean, running_var)
+    return _C.op_batch_norm(x, gamma, beta, running_mean, running_var, float(momentum), float(eps), bool(training),
+                            dev)
+
+
+def batch_norm_backward(x, dy, gamma, mean, invstd, training=True, device=None):
+    """Gradients of batch_norm: (dx, dgamma, dbeta). In inference the statistics are constants."""
+    dev = _device_of(device, x, dy, gamma, mean, invstd)
+    return _C.op_batch_norm_backward(x, dy, gamma, mean, invstd, bool(training), dev)
+
+
+def add(a, b, device=None):
+    """a + b elementwise (same shapes)."""
+    return _C.op_add(a, b, _device_of(device, a, b))
+
+
 def activation(x, name, alpha=None, device=None):
     """y = act(x) elementwise, act one of ACTIVATIONS (alpha: leaky_relu's slope, elu's alpha)."""
     kind, alpha = _act(name, alpha)

@@ -14,7 +14,7 @@ from gpuaccel.layers import (BatchNormalization, Conv2D, Dense, Flatten, GlobalA
                              Residual)
 
 import reference as R
-from conftest import assert_close, assert_matches_cpu, f32, rtol_for
+from conftest import assert_close, assert_matches_cpu, f32, rtol_for, run_on
 
 
 def build(layers, input_shape, device, seed=0):
@@ -299,3 +299,91 @@ def test_frozen_layers_skip_weight_gradients(device, rng):
     dx_all, g_all = m._net.backward(dout)
     assert_close(dx, dx_all.astype(np.float64), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(g[info[1][1]:info[3][1]], g_all[info[1][1]:info[3][1]], rtol=1e-6, atol=1e-7)
+
+
+# ---- the op bindings (ga.ops.batch_norm, global_avg_pool2d, add) --------------------
+
+@pytest.mark.parametrize("shape", BN_SHAPES + [(6, 4)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_op(device, rng, shape, training):
+    c = shape[1]
+    x = f32(rng.normal(size=shape) * 2.0 + 3.0)
+    gamma, beta, rm = (f32(rng.normal(size=c)) for _ in range(3))
+    rv = f32(rng.uniform(0.5, 2.0, c))
+    keep = [a.copy() for a in (x, gamma, beta, rm, rv)]
+    y, mean, invstd, new_rm, new_rv = ga.ops.batch_norm(x, gamma, beta, rm, rv, training=training, momentum=0.9,
+                                                        device=device)
+    for a, b in zip(keep, (x, gamma, beta, rm, rv)):
+        np.testing.assert_array_equal(a, b)  # inputs unchanged
+    x4 = as64(x).reshape(shape[0], c, -1, 1)
+    ref, bmean, bvar = bn_ref(x4, as64(gamma), as64(beta), None if training else as64(rm),
+                              None if training else as64(rv))
+    assert_close(y, ref.reshape(shape), np.abs(ref.reshape(shape)) + 1.0, rtol=1e-4, what="y")
+    assert_close(mean, bmean, np.abs(bmean) + 1.0, rtol=1e-5, what="mean")
+    assert_close(invstd, 1.0 / np.sqrt(bvar + 1e-3), rtol=1e-4, what="invstd")
+    if training:
+        assert_close(new_rm, 0.9 * as64(rm) + 0.1 * bmean, np.abs(rm) + np.abs(bmean), rtol=1e-5, what="run mean")
+        assert_close(new_rv, 0.9 * as64(rv) + 0.1 * bvar, rtol=1e-5, what="run var")
+    else:
+        np.testing.assert_array_equal(new_rm, rm)
+        np.testing.assert_array_equal(new_rv, rv)
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 3, 2), (5, 3)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_op_backward_finite_differences(device, rng, shape, training):
+    c = shape[1]
+    x, dy = as64(rng.normal(size=shape)), as64(rng.normal(size=shape))
+    gamma, beta, rm = (as64(rng.normal(size=c)) for _ in range(3))
+    rv = as64(rng.uniform(0.5, 2.0, c))
+    _, mean, invstd, _, _ = ga.ops.batch_norm(f32(x), f32(gamma), f32(beta), f32(rm), f32(rv), training=training,
+                                              device=device)
+    dx, dgamma, dbeta = ga.ops.batch_norm_backward(f32(x), f32(dy), f32(gamma), mean, invstd, training=training,
+                                                   device=device)
+
+    def loss(x_, g_, b_):
+        x4 = x_.reshape(shape[0], c, -1, 1)
+        y = bn_ref(x4, g_, b_, None if training else rm, None if training else rv)[0]
+        return float((dy.reshape(y.shape) * y).sum())
+
+    fd_check(loss, [x, gamma, beta], [dx, dgamma, dbeta], ["x", "gamma", "beta"])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 1, 1, 1), (3, 17, 7, 1)])
+def test_global_avg_pool_op(device, rng, shape):
+    x = f32(rng.normal(size=shape))
+    y, cpu = run_on(device, ga.ops.global_avg_pool2d, x)
+    assert_close(y, gap_ref(as64(x)), np.abs(x).mean(axis=(2, 3)), rtol=rtol_for(shape[2] * shape[3]), what="gap")
+    dy = f32(rng.normal(size=shape[:2]))
+    dx = ga.ops.global_avg_pool2d_backward(x, dy, device=device)
+    fd_check(lambda x_: float((as64(dy) * gap_ref(x_)).sum()), [as64(x)], [dx], ["x"])
+    if cpu is not None:
+        assert_matches_cpu(y, cpu, np.abs(x).mean(axis=(2, 3)), what="gap")
+
+
+def test_add_op(device, rng):
+    a, b = f32(rng.normal(size=(3, 1001))), f32(rng.normal(size=(3, 1001)))
+    np.testing.assert_array_equal(ga.ops.add(a, b, device=device), a + b)  # one rounding: exact in fp32
+
+
+def test_norm_op_bad_input():
+    x = f32(np.ones((2, 3, 4, 4)))
+    c3 = f32(np.ones(3))
+    with pytest.raises(ValueError, match="gamma must have shape"):
+        ga.ops.batch_norm(x, f32(np.ones(4)), c3, c3, c3)
+    with pytest.raises(ValueError, match="got 3 dimensions"):
+        ga.ops.batch_norm(x[0], c3, c3, c3, c3)
+    with pytest.raises(ValueError, match="momentum in"):
+        ga.ops.batch_norm(x, c3, c3, c3, c3, momentum=1.5)
+    with pytest.raises(ValueError, match="empty input"):
+        ga.ops.batch_norm(x[:0], c3, c3, c3, c3)
+    with pytest.raises(TypeError, match="float32"):
+        ga.ops.batch_norm(x.astype(np.float64), c3, c3, c3, c3)
+    with pytest.raises(ValueError, match="same shape"):
+        ga.ops.batch_norm_backward(x, x[:1], c3, c3, c3)
+    with pytest.raises(ValueError, match="must have 4 dimensions"):
+        ga.ops.global_avg_pool2d(x[0])
+    with pytest.raises(ValueError, match="dy must have shape"):
+        ga.ops.global_avg_pool2d_backward(x, f32(np.ones((2, 4))))
+    with pytest.raises(ValueError, match="same shape"):
+        ga.ops.add(x, x[:1])

@@ -20,7 +20,7 @@
 #include "act.h"
 #include "status.h"
 
-#define GA_BACKEND_ABI 5
+#define GA_BACKEND_ABI 6
 
 /* Kernel variants, selectable for tests and benchmarks. */
 enum {
@@ -65,6 +65,18 @@ typedef struct ga_backend {
     int abi;                  /* GA_BACKEND_ABI */
     const char *name;         /* "cpu" or "cuda" */
     const char *(*last_error)(void);
+
+    /* --- what the device is, for the bindings (NULL: not offered) ---
+     * host_memory: 1 when device memory is host memory (the CPU): the bindings hand
+     *   NumPy's buffers to the kernels without copies.
+     * kernel_isa: the instruction set the hand-written kernels run ("avx512", ...);
+     *   set_kernel_isa forces one ("auto": the best this machine has).
+     * peak_gflops: measured FP32 FMA throughput of `threads` threads running for about
+     *   `seconds`; *isa names the vector width used. */
+    int host_memory;
+    const char *(*kernel_isa)(void);
+    ga_status (*set_kernel_isa)(const char *isa);
+    ga_status (*peak_gflops)(double *gflops, const char **isa, int threads, double seconds);
 
     /* --- memory on this device (index selects the GPU; ignored on the CPU) --- */
     ga_status (*set_device)(int index);

@@ -3,6 +3,7 @@
 
 #include "core/alloc.h"
 #include "cpu/kernels_cpu.h"
+#include "cpu/peak_cpu.h"
 
 static ga_status cpu_set_device(int index)
 {
@@ -35,6 +36,10 @@ const ga_backend ga_cpu_backend = {
     .abi = GA_BACKEND_ABI,
     .name = "cpu",
     .last_error = ga_last_error,
+    .host_memory = 1,
+    .kernel_isa = ga_gemm_cpu_isa,
+    .set_kernel_isa = ga_gemm_cpu_set_isa,
+    .peak_gflops = ga_cpu_peak_gflops,
     .set_device = cpu_set_device,
     .alloc = cpu_alloc,
     .release = ga_host_free,

@@ -308,6 +308,7 @@ extern "C" const ga_backend ga_cuda_backend = {
     .abi = GA_BACKEND_ABI,
     .name = "cuda",
     .last_error = ga_last_error,
+    .host_memory = 0, /* no ISA switch or peak probe offered: the entries stay NULL */
     .set_device = ga_cuda_set_device,
     .alloc = ga_cuda_alloc,
     .release = ga_cuda_release,

@@ -6,8 +6,6 @@
 #include <string.h>
 
 #include "core/threads.h"
-#include "cpu/gemm_cpu.h"
-#include "cpu/peak_cpu.h"
 
 /* The CUDA table, handed over by gpuaccel._cuda through a capsule. */
 static const ga_backend *cuda_backend = NULL;
@@ -99,7 +97,7 @@ static PyObject *get_num_threads(PyObject *self, PyObject *unused)
 
 static PyObject *gemm_isa(PyObject *self, PyObject *unused)
 {
-    return PyUnicode_FromString(ga_gemm_cpu_isa());
+    return PyUnicode_FromString(ga_cpu_backend.kernel_isa());
 }
 
 static PyObject *set_gemm_isa(PyObject *self, PyObject *arg)
@@ -107,7 +105,7 @@ static PyObject *set_gemm_isa(PyObject *self, PyObject *arg)
     const char *name = PyUnicode_AsUTF8(arg);
     if (!name)
         return NULL;
-    ga_status st = ga_gemm_cpu_set_isa(name);
+    ga_status st = ga_cpu_backend.set_kernel_isa(name);
     if (st != GA_OK)
         return ga_py_raise(NULL, st);
     Py_RETURN_NONE;
@@ -144,7 +142,7 @@ static PyObject *build_info(PyObject *self, PyObject *unused)
     const char *compiler = "unknown";
 #endif
     return Py_BuildValue("{s:s,s:O,s:s,s:i,s:N,s:i}", "compiler", compiler, "openmp",
-                         ga_have_openmp() ? Py_True : Py_False, "gemm_isa", ga_gemm_cpu_isa(),
+                         ga_have_openmp() ? Py_True : Py_False, "gemm_isa", ga_cpu_backend.kernel_isa(),
                          "num_threads", ga_get_num_threads(), "cpu_features", features,
                          "backend_abi", GA_BACKEND_ABI);
 }
@@ -160,7 +158,7 @@ static PyObject *cpu_peak_gflops(PyObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     ga_status st;
     Py_BEGIN_ALLOW_THREADS
-    st = ga_cpu_peak_gflops(&gflops, &isa, threads, seconds);
+    st = ga_cpu_backend.peak_gflops(&gflops, &isa, threads, seconds);
     Py_END_ALLOW_THREADS
     if (st != GA_OK)
         return ga_py_raise(NULL, st);

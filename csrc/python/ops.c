@@ -9,11 +9,6 @@
 #include <string.h>
 
 typedef struct {
-    ga_device dev;
-    int tensor_out; /* an input was a Tensor: answer with Tensors */
-} op_ctx;
-
-typedef struct {
     PyObject *keep;      /* owned: the contiguous ndarray or the Tensor */
     GaTensor *dev_copy;  /* owned: device copy of an ndarray for a GPU op */
     float *ptr;          /* the data, in the op's device memory */
@@ -22,10 +17,24 @@ typedef struct {
     int64_t size;
 } op_in;
 
-static int ctx_init(op_ctx *c, const char *device)
+/* One op call: its device, inputs, outputs and scratch memory, all released by
+ * call_end, so that every op reads: parse, take inputs, check shapes, make
+ * outputs, run, end. Each call_* returns NULL (or -1) with a Python error set;
+ * the op then returns call_end(k, 0). */
+enum { CALL_MAX_IN = 6, CALL_MAX_OUT = 5, CALL_MAX_SCRATCH = 3 };
+typedef struct {
+    ga_device dev;
+    int tensor_out; /* an input was a Tensor: answer with Tensors */
+    int nin, nout, nscratch;
+    op_in in[CALL_MAX_IN];
+    PyObject *out[CALL_MAX_OUT];
+    void *scratch[CALL_MAX_SCRATCH];
+} op_call;
+
+static int call_begin(op_call *k, const char *device)
 {
-    c->tensor_out = 0;
-    return ga_py_device(&c->dev, device);
+    memset(k, 0, sizeof *k);
+    return ga_py_device(&k->dev, device);
 }
 
 static void in_free(op_in *a)
@@ -35,18 +44,19 @@ static void in_free(op_in *a)
 }
 
 /* Take `obj` as an input of `ndim` dimensions (-1: any) for the op's device. */
-static int in_get(op_ctx *c, op_in *a, PyObject *obj, const char *what, int ndim)
+static const op_in *call_in(op_call *k, PyObject *obj, const char *what, int ndim)
 {
+    op_in *a = &k->in[k->nin];
     memset(a, 0, sizeof *a);
     if (GaTensor_Check(obj)) {
         GaTensor *t = (GaTensor *)obj;
-        if (strcmp(t->dev.name, c->dev.name) != 0) {
-            PyErr_Format(PyExc_ValueError, "%s is on %s but the op runs on %s", what, t->dev.name, c->dev.name);
-            return -1;
+        if (strcmp(t->dev.name, k->dev.name) != 0) {
+            PyErr_Format(PyExc_ValueError, "%s is on %s but the op runs on %s", what, t->dev.name, k->dev.name);
+            return NULL;
         }
         if (ndim >= 0 && t->ndim != ndim) {
             PyErr_Format(PyExc_ValueError, "%s must have %d dimensions, got %d", what, ndim, t->ndim);
-            return -1;
+            return NULL;
         }
         Py_INCREF(obj);
         a->keep = obj;
@@ -54,31 +64,33 @@ static int in_get(op_ctx *c, op_in *a, PyObject *obj, const char *what, int ndim
         a->ndim = t->ndim;
         memcpy(a->shape, t->shape, sizeof a->shape);
         a->size = t->size;
-        c->tensor_out = 1;
-        return 0;
+        k->tensor_out = 1;
+        k->nin++;
+        return a;
     }
     if (!PyArray_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s must be a float32 numpy array or a gpuaccel.Tensor, got %s", what,
                      Py_TYPE(obj)->tp_name);
-        return -1;
+        return NULL;
     }
     PyArrayObject *arr = (PyArrayObject *)obj;
     if (PyArray_TYPE(arr) != NPY_FLOAT32) {
         PyErr_Format(PyExc_TypeError, "%s must be float32, got %s (convert with .astype(np.float32))", what,
                      PyArray_DESCR(arr)->typeobj->tp_name);
-        return -1;
+        return NULL;
     }
     if (ndim >= 0 && PyArray_NDIM(arr) != ndim) {
         PyErr_Format(PyExc_ValueError, "%s must have %d dimensions, got %d", what, ndim, PyArray_NDIM(arr));
-        return -1;
+        return NULL;
     }
     if (PyArray_NDIM(arr) > GA_MAX_DIMS) {
         PyErr_Format(PyExc_ValueError, "%s has more than %d dimensions", what, GA_MAX_DIMS);
-        return -1;
+        return NULL;
     }
     a->keep = PyArray_FROM_OTF(obj, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY); /* contiguous, aligned */
     if (!a->keep)
-        return -1;
+        return NULL;
+    k->nin++; /* from here on call_end releases it */
     arr = (PyArrayObject *)a->keep;
     a->ndim = PyArray_NDIM(arr);
     a->size = 1;
@@ -86,84 +98,125 @@ static int in_get(op_ctx *c, op_in *a, PyObject *obj, const char *what, int ndim
         a->shape[i] = PyArray_DIM(arr, i);
         a->size *= a->shape[i];
     }
-    if (c->dev.be == &ga_cpu_backend) {
+    if (k->dev.be->host_memory) {
         a->ptr = PyArray_DATA(arr);
-        return 0;
+        return a;
     }
-    a->dev_copy = ga_tensor_new(&c->dev, a->ndim, a->shape);
-    if (!a->dev_copy) {
-        in_free(a);
-        return -1;
-    }
+    if (!(a->dev_copy = ga_tensor_new(&k->dev, a->ndim, a->shape)))
+        return NULL;
     ga_status st;
     Py_BEGIN_ALLOW_THREADS
-    st = c->dev.be->to_device(a->dev_copy->data, PyArray_DATA(arr), (size_t)a->size * sizeof(float));
+    st = k->dev.be->to_device(a->dev_copy->data, PyArray_DATA(arr), (size_t)a->size * sizeof(float));
     Py_END_ALLOW_THREADS
     if (st != GA_OK) {
-        in_free(a);
-        ga_py_raise(c->dev.be, st);
-        return -1;
+        ga_py_raise(k->dev.be, st);
+        return NULL;
     }
     a->ptr = a->dev_copy->data;
-    return 0;
+    return a;
 }
 
-/* A new output; *ptr receives its device memory. */
-static PyObject *out_new(op_ctx *c, int ndim, const int64_t *shape, float **ptr)
+/* A new output (uninitialised device memory) at *ptr (NULL when empty): an
+ * ndarray on the CPU unless Tensors came in, else a Tensor (copied to an
+ * ndarray at call_end). */
+static int call_out(op_call *k, float **ptr, int ndim, const int64_t *shape)
 {
-    if (c->dev.be == &ga_cpu_backend && !c->tensor_out) {
+    PyObject *o;
+    if (k->dev.be->host_memory && !k->tensor_out) {
         npy_intp dims[GA_MAX_DIMS];
         for (int i = 0; i < ndim; i++)
             dims[i] = (npy_intp)shape[i];
-        PyObject *arr = PyArray_SimpleNew(ndim, dims, NPY_FLOAT32);
-        if (arr)
-            *ptr = PyArray_DATA((PyArrayObject *)arr);
-        return arr;
-    }
-    GaTensor *t = ga_tensor_new(&c->dev, ndim, shape);
-    if (t)
+        if (!(o = PyArray_SimpleNew(ndim, dims, NPY_FLOAT32)))
+            return -1;
+        *ptr = PyArray_DATA((PyArrayObject *)o);
+    } else {
+        GaTensor *t = ga_tensor_new(&k->dev, ndim, shape);
+        if (!t)
+            return -1;
+        o = (PyObject *)t;
         *ptr = t->data;
-    return (PyObject *)t;
-}
-
-/* Hand an output back: a Tensor becomes an ndarray unless Tensors were given. Steals `o`. */
-static PyObject *out_done(op_ctx *c, PyObject *o)
-{
-    if (!o || c->tensor_out || !GaTensor_Check(o))
-        return o;
-    PyObject *arr = ga_tensor_to_numpy((GaTensor *)o);
-    Py_DECREF(o);
-    return arr;
-}
-
-/* Device scratch memory for one call. */
-static void *scratch(op_ctx *c, size_t bytes)
-{
-    void *p = NULL;
-    ga_status st = c->dev.be->alloc(&p, bytes);
-    if (st != GA_OK) {
-        ga_py_raise(c->dev.be, st);
-        return NULL;
     }
-    return p;
+    k->out[k->nout++] = o;
+    return 0;
 }
 
-/* Run backend work with the GIL released; on failure raise and jump to fail. */
-#define RUN(c, expr)                                              \
+/* Device scratch memory for this call at *p (NULL for 0 bytes). */
+static int call_scratch(op_call *k, void *p, size_t bytes)
+{
+    void **slot = &k->scratch[k->nscratch];
+    ga_status st = k->dev.be->alloc(slot, bytes);
+    if (st != GA_OK) {
+        ga_py_raise(k->dev.be, st);
+        return -1;
+    }
+    k->nscratch++;
+    memcpy(p, slot, sizeof *slot); /* p: the address of any pointer variable */
+    return 0;
+}
+
+/* Release the inputs and scratch; with ok, the outputs (one, or a tuple of all),
+ * Tensors turned into ndarrays unless Tensors came in; else NULL. */
+static PyObject *call_end(op_call *k, int ok)
+{
+    for (int i = 0; i < k->nin; i++)
+        in_free(&k->in[i]);
+    for (int i = 0; i < k->nscratch; i++)
+        k->dev.be->release(k->scratch[i]);
+    for (int i = 0; ok && i < k->nout; i++)
+        if (!k->tensor_out && GaTensor_Check(k->out[i])) {
+            PyObject *arr = ga_tensor_to_numpy((GaTensor *)k->out[i]);
+            Py_SETREF(k->out[i], arr);
+            ok = arr != NULL;
+        }
+    PyObject *r = NULL;
+    if (ok)
+        r = k->nout == 1 ? k->out[0] : PyTuple_New(k->nout);
+    if (r && k->nout != 1)
+        for (int i = 0; i < k->nout; i++)
+            PyTuple_SET_ITEM(r, i, k->out[i]); /* steals */
+    if (!r)
+        for (int i = 0; i < k->nout; i++)
+            Py_XDECREF(k->out[i]);
+    k->nin = k->nout = k->nscratch = 0;
+    return r;
+}
+
+/* Run backend work with the GIL released; on failure raise and end the call. */
+#define RUN(k, expr)                                              \
     do {                                                          \
         ga_status run_st_;                                        \
         Py_BEGIN_ALLOW_THREADS                                    \
-        run_st_ = (c)->dev.be->set_device((c)->dev.index);        \
+        run_st_ = (k)->dev.be->set_device((k)->dev.index);        \
         if (run_st_ == GA_OK)                                     \
             run_st_ = (expr);                                     \
         Py_END_ALLOW_THREADS                                      \
         if (run_st_ != GA_OK) {                                   \
-            ga_py_raise((c)->dev.be, run_st_);                    \
-            goto fail;                                            \
+            ga_py_raise((k)->dev.be, run_st_);                    \
+            return call_end((k), 0);                              \
         }                                                         \
     } while (0)
 
-#define BE (c.dev.be)
+/* A new output at *p holding a copy of src (zeros when src is NULL), shaped like `like`. */
+static int call_out_copy(op_call *k, float **p, const op_in *like, const op_in *src)
+{
+    if (call_out(k, p, like->ndim, like->shape) < 0)
+        return -1;
+    ga_status st;
+    const size_t bytes = (size_t)like->size * sizeof(float);
+    Py_BEGIN_ALLOW_THREADS
+    st = k->dev.be->set_device(k->dev.index);
+    if (st == GA_OK)
+        st = src ? k->dev.be->copy(*p, src->ptr, bytes) : k->dev.be->zero(*p, bytes);
+    Py_END_ALLOW_THREADS
+    if (st != GA_OK) {
+        ga_py_raise(k->dev.be, st);
+        return -1;
+    }
+    return 0;
+}
+
+#define BE (k.dev.be)
+#define FAIL return call_end(&k, 0)
 
 static int same_shape(const op_in *a, const op_in *b, const char *an, const char *bn)
 {
@@ -185,51 +238,40 @@ static int check_variant(int variant)
 
 static PyObject *op_matmul(PyObject *self, PyObject *args)
 {
-    PyObject *ao, *bo, *co, *out = NULL;
+    PyObject *ao, *bo, *co;
     int ta, tb, variant;
     float alpha, beta;
     const char *device;
-    op_ctx c;
-    op_in a = {0}, b = {0}, cin = {0};
+    op_call k;
     if (!PyArg_ParseTuple(args, "OOppffOsi:matmul", &ao, &bo, &ta, &tb, &alpha, &beta, &co, &device, &variant))
         return NULL;
-    if (check_variant(variant) < 0 || ctx_init(&c, device) < 0)
+    if (check_variant(variant) < 0 || call_begin(&k, device) < 0)
         return NULL;
-    if (in_get(&c, &a, ao, "a", 2) < 0 || in_get(&c, &b, bo, "b", 2) < 0)
-        goto fail;
-    int64_t m = ta ? a.shape[1] : a.shape[0], k = ta ? a.shape[0] : a.shape[1];
-    int64_t kb = tb ? b.shape[1] : b.shape[0], n = tb ? b.shape[0] : b.shape[1];
-    if (k != kb) {
-        PyErr_Format(PyExc_ValueError, "matmul: inner sizes differ (%lld vs %lld)", (long long)k, (long long)kb);
-        goto fail;
+    const op_in *a, *b, *cin = NULL;
+    if (!(a = call_in(&k, ao, "a", 2)) || !(b = call_in(&k, bo, "b", 2)))
+        FAIL;
+    int64_t m = ta ? a->shape[1] : a->shape[0], kk = ta ? a->shape[0] : a->shape[1];
+    int64_t kb = tb ? b->shape[1] : b->shape[0], n = tb ? b->shape[0] : b->shape[1];
+    if (kk != kb) {
+        PyErr_Format(PyExc_ValueError, "matmul: inner sizes differ (%lld vs %lld)", (long long)kk, (long long)kb);
+        FAIL;
     }
-    int64_t shape[2] = {m, n};
-    float *cp;
     if (co != Py_None) {
-        if (in_get(&c, &cin, co, "c", 2) < 0)
-            goto fail;
-        if (cin.shape[0] != m || cin.shape[1] != n) {
+        if (!(cin = call_in(&k, co, "c", 2)))
+            FAIL;
+        if (cin->shape[0] != m || cin->shape[1] != n) {
             PyErr_Format(PyExc_ValueError, "matmul: c must have shape (%lld, %lld)", (long long)m, (long long)n);
-            goto fail;
+            FAIL;
         }
     } else {
         beta = 0.0f;
     }
-    if (!(out = out_new(&c, 2, shape, &cp)))
-        goto fail;
-    if (co != Py_None)
-        RUN(&c, BE->copy(cp, cin.ptr, (size_t)(m * n) * sizeof(float)));
-    RUN(&c, BE->gemm(cp, a.ptr, b.ptr, ta, tb, m, n, k, a.shape[1], b.shape[1], n, alpha, beta, variant));
-    in_free(&a);
-    in_free(&b);
-    in_free(&cin);
-    return out_done(&c, out);
-fail:
-    Py_XDECREF(out);
-    in_free(&a);
-    in_free(&b);
-    in_free(&cin);
-    return NULL;
+    int64_t shape[2] = {m, n};
+    float *cp;
+    if ((cin ? call_out_copy(&k, &cp, cin, cin) : call_out(&k, &cp, 2, shape)) < 0)
+        FAIL;
+    RUN(&k, BE->gemm(cp, a->ptr, b->ptr, ta, tb, m, n, kk, a->shape[1], b->shape[1], n, alpha, beta, variant));
+    return call_end(&k, 1);
 }
 
 /* ---------------------------------------------------------------- conv2d */
@@ -268,112 +310,72 @@ static int conv_geometry(ga_conv_shape *s, const op_in *x, const op_in *w, long 
 
 static PyObject *op_conv2d(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *wo, *bo, *out = NULL;
+    PyObject *xo, *wo, *bo;
     long stride, pad;
     int variant;
     ga_act act;
     const char *device;
-    op_ctx c;
-    op_in x = {0}, w = {0}, b = {0};
-    float *col = NULL, *ws = NULL;
+    op_call k;
     if (!PyArg_ParseTuple(args, "OOOllifsi:conv2d", &xo, &wo, &bo, &stride, &pad, &act.kind, &act.alpha, &device,
                           &variant))
         return NULL;
-    if (check_variant(variant) < 0 || ctx_init(&c, device) < 0)
+    if (check_variant(variant) < 0 || call_begin(&k, device) < 0)
         return NULL;
-    if (in_get(&c, &x, xo, "x", 4) < 0 || in_get(&c, &w, wo, "w", 4) < 0)
-        goto fail;
-    if (bo != Py_None && in_get(&c, &b, bo, "b", 1) < 0)
-        goto fail;
+    const op_in *x, *w, *b = NULL;
+    if (!(x = call_in(&k, xo, "x", 4)) || !(w = call_in(&k, wo, "w", 4)) ||
+        (bo != Py_None && !(b = call_in(&k, bo, "b", 1))))
+        FAIL;
     ga_conv_shape s;
-    if (conv_geometry(&s, &x, &w, stride, pad) < 0)
-        goto fail;
-    if (bo != Py_None && b.shape[0] != s.k) {
+    if (conv_geometry(&s, x, w, stride, pad) < 0)
+        FAIL;
+    if (b && b->shape[0] != s.k) {
         PyErr_Format(PyExc_ValueError, "conv2d: b must have %lld entries", (long long)s.k);
-        goto fail;
+        FAIL;
     }
     int64_t shape[4] = {s.n, s.k, s.p, s.q};
-    float *y;
-    if (!(out = out_new(&c, 4, shape, &y)))
-        goto fail;
-    if (variant != GA_VARIANT_REF) {
-        if (!(col = scratch(&c, (size_t)ga_conv_col_floats(&s) * sizeof(float))) ||
-            !(ws = scratch(&c, (size_t)ga_conv_fwd_ws_floats(&s) * sizeof(float))))
-            goto fail;
-    }
-    RUN(&c, BE->conv2d_forward(y, col, ws, x.ptr, w.ptr, bo != Py_None ? b.ptr : NULL, act, &s, variant));
-    BE->release(col);
-    BE->release(ws);
-    in_free(&x);
-    in_free(&w);
-    in_free(&b);
-    return out_done(&c, out);
-fail:
-    BE->release(col);
-    BE->release(ws);
-    Py_XDECREF(out);
-    in_free(&x);
-    in_free(&w);
-    in_free(&b);
-    return NULL;
+    float *y, *col = NULL, *ws = NULL;
+    if (call_out(&k, &y, 4, shape) < 0)
+        FAIL;
+    if (variant != GA_VARIANT_REF && (call_scratch(&k, &col, (size_t)ga_conv_col_floats(&s) * sizeof(float)) < 0 ||
+                                      call_scratch(&k, &ws, (size_t)ga_conv_fwd_ws_floats(&s) * sizeof(float)) < 0))
+        FAIL;
+    RUN(&k, BE->conv2d_forward(y, col, ws, x->ptr, w->ptr, b ? b->ptr : NULL, act, &s, variant));
+    return call_end(&k, 1);
 }
 
 static PyObject *op_conv2d_backward(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *wo, *dyo, *dx = NULL, *dw = NULL, *db = NULL;
+    PyObject *xo, *wo, *dyo;
     long stride, pad;
     int variant;
     const char *device;
-    op_ctx c;
-    op_in x = {0}, w = {0}, dy = {0};
-    float *col = NULL, *ws = NULL;
+    op_call k;
     if (!PyArg_ParseTuple(args, "OOOllsi:conv2d_backward", &xo, &wo, &dyo, &stride, &pad, &device, &variant))
         return NULL;
-    if (check_variant(variant) < 0 || ctx_init(&c, device) < 0)
+    if (check_variant(variant) < 0 || call_begin(&k, device) < 0)
         return NULL;
-    if (in_get(&c, &x, xo, "x", 4) < 0 || in_get(&c, &w, wo, "w", 4) < 0 || in_get(&c, &dy, dyo, "dy", 4) < 0)
-        goto fail;
+    const op_in *x, *w, *dy;
+    if (!(x = call_in(&k, xo, "x", 4)) || !(w = call_in(&k, wo, "w", 4)) || !(dy = call_in(&k, dyo, "dy", 4)))
+        FAIL;
     ga_conv_shape s;
-    if (conv_geometry(&s, &x, &w, stride, pad) < 0)
-        goto fail;
-    if (dy.shape[0] != s.n || dy.shape[1] != s.k || dy.shape[2] != s.p || dy.shape[3] != s.q) {
+    if (conv_geometry(&s, x, w, stride, pad) < 0)
+        FAIL;
+    if (dy->shape[0] != s.n || dy->shape[1] != s.k || dy->shape[2] != s.p || dy->shape[3] != s.q) {
         PyErr_Format(PyExc_ValueError, "conv2d_backward: dy must have shape (%lld, %lld, %lld, %lld)",
                      (long long)s.n, (long long)s.k, (long long)s.p, (long long)s.q);
-        goto fail;
+        FAIL;
     }
-    float *dxp, *dwp, *dbp;
-    if (!(dx = out_new(&c, 4, x.shape, &dxp)) || !(dw = out_new(&c, 4, w.shape, &dwp)) ||
-        !(db = out_new(&c, 1, &s.k, &dbp)))
-        goto fail;
+    float *dx, *dw, *db, *col = NULL, *ws = NULL;
+    if (call_out(&k, &dx, 4, x->shape) < 0 || call_out(&k, &dw, 4, w->shape) < 0 || call_out(&k, &db, 1, &s.k) < 0)
+        FAIL;
     if (variant != GA_VARIANT_REF) {
-        if (!(col = scratch(&c, (size_t)ga_conv_col_floats(&s) * sizeof(float))) ||
-            !(ws = scratch(&c, (size_t)ga_conv_bwd_ws_floats(&s) * sizeof(float))))
-            goto fail;
-        RUN(&c, BE->im2col(col, x.ptr, &s));
+        if (call_scratch(&k, &col, (size_t)ga_conv_col_floats(&s) * sizeof(float)) < 0 ||
+            call_scratch(&k, &ws, (size_t)ga_conv_bwd_ws_floats(&s) * sizeof(float)) < 0)
+            FAIL;
+        RUN(&k, BE->im2col(col, x->ptr, &s));
     }
-    RUN(&c, BE->conv2d_backward(dxp, dwp, dbp, ws, x.ptr, col, w.ptr, dy.ptr, &s, variant));
-    BE->release(col);
-    BE->release(ws);
-    in_free(&x);
-    in_free(&w);
-    in_free(&dy);
-    dx = out_done(&c, dx);
-    dw = out_done(&c, dw);
-    db = out_done(&c, db);
-    if (!dx || !dw || !db)
-        goto fail_out;
-    return Py_BuildValue("(NNN)", dx, dw, db);
-fail:
-    BE->release(col);
-    BE->release(ws);
-    in_free(&x);
-    in_free(&w);
-    in_free(&dy);
-fail_out:
-    Py_XDECREF(dx);
-    Py_XDECREF(dw);
-    Py_XDECREF(db);
-    return NULL;
+    RUN(&k, BE->conv2d_backward(dx, dw, db, ws, x->ptr, col, w->ptr, dy->ptr, &s, variant));
+    return call_end(&k, 1);
 }
 
 /* ---------------------------------------------------------------- pooling */
@@ -403,391 +405,419 @@ static int pool_geometry(ga_pool_shape *s, const op_in *x, long size, long strid
 /* max_pool2d(x, size, stride, device) -> y; with dy given -> dx. */
 static PyObject *pool_op(PyObject *args, int backward)
 {
-    PyObject *xo, *dyo = NULL, *out = NULL, *tmp = NULL;
+    PyObject *xo, *dyo = NULL;
     long size, stride;
     const char *device;
-    op_ctx c;
-    op_in x = {0}, dy = {0};
-    int32_t *arg = NULL;
+    op_call k;
     int ok = backward ? PyArg_ParseTuple(args, "OOlls:max_pool2d_backward", &xo, &dyo, &size, &stride, &device)
                       : PyArg_ParseTuple(args, "Olls:max_pool2d", &xo, &size, &stride, &device);
-    if (!ok || ctx_init(&c, device) < 0)
+    if (!ok || call_begin(&k, device) < 0)
         return NULL;
-    if (in_get(&c, &x, xo, "x", 4) < 0)
-        goto fail;
+    const op_in *x, *dy = NULL;
+    if (!(x = call_in(&k, xo, "x", 4)))
+        FAIL;
     ga_pool_shape s;
-    if (pool_geometry(&s, &x, size, stride) < 0)
-        goto fail;
+    if (pool_geometry(&s, x, size, stride) < 0)
+        FAIL;
     int64_t yshape[4] = {s.n, s.c, s.p, s.q};
+    const size_t ny = (size_t)(s.n * s.c * s.p * s.q);
     if (backward) {
-        if (in_get(&c, &dy, dyo, "dy", 4) < 0)
-            goto fail;
-        if (memcmp(dy.shape, yshape, sizeof yshape) != 0) {
+        if (!(dy = call_in(&k, dyo, "dy", 4)))
+            FAIL;
+        if (memcmp(dy->shape, yshape, sizeof yshape) != 0) {
             PyErr_Format(PyExc_ValueError, "max_pool2d_backward: dy must have shape (%lld, %lld, %lld, %lld)",
                          (long long)s.n, (long long)s.c, (long long)s.p, (long long)s.q);
-            goto fail;
+            FAIL;
         }
     }
-    float *y, *dx;
-    if (!(arg = scratch(&c, (size_t)(s.n * s.c * s.p * s.q) * sizeof(int32_t))))
-        goto fail;
-    if (backward) {
-        GaTensor *t = ga_tensor_new(&c.dev, 4, yshape);
-        if (!(tmp = (PyObject *)t) || !(out = out_new(&c, 4, x.shape, &dx)))
-            goto fail;
-        RUN(&c, BE->maxpool_forward(t->data, arg, x.ptr, &s));
-        RUN(&c, BE->maxpool_backward(dx, dy.ptr, arg, &s));
+    int32_t *arg;
+    float *y;
+    if (call_scratch(&k, &arg, ny * sizeof(int32_t)) < 0)
+        FAIL;
+    if (backward) { /* the forward again, for its argmax */
+        float *dx;
+        if (call_scratch(&k, &y, ny * sizeof(float)) < 0 || call_out(&k, &dx, 4, x->shape) < 0)
+            FAIL;
+        RUN(&k, BE->maxpool_forward(y, arg, x->ptr, &s));
+        RUN(&k, BE->maxpool_backward(dx, dy->ptr, arg, &s));
     } else {
-        if (!(out = out_new(&c, 4, yshape, &y)))
-            goto fail;
-        RUN(&c, BE->maxpool_forward(y, arg, x.ptr, &s));
+        if (call_out(&k, &y, 4, yshape) < 0)
+            FAIL;
+        RUN(&k, BE->maxpool_forward(y, arg, x->ptr, &s));
     }
-    BE->release(arg);
-    Py_XDECREF(tmp);
-    in_free(&x);
-    in_free(&dy);
-    return out_done(&c, out);
-fail:
-    BE->release(arg);
-    Py_XDECREF(tmp);
-    Py_XDECREF(out);
-    in_free(&x);
-    in_free(&dy);
-    return NULL;
+    return call_end(&k, 1);
 }
 
 static PyObject *op_max_pool2d(PyObject *self, PyObject *args) { return pool_op(args, 0); }
 static PyObject *op_max_pool2d_backward(PyObject *self, PyObject *args) { return pool_op(args, 1); }
 
+/* x (N, C, H, W) as (nc, hw) planes: -1 with ValueError when empty. */
+static int planes_of(const op_in *x, const char *op, int64_t *nc, int64_t *hw)
+{
+    *nc = x->shape[0] * x->shape[1];
+    *hw = x->shape[2] * x->shape[3];
+    if (x->shape[0] == 0 || x->shape[1] == 0 || *hw == 0) {
+        PyErr_Format(PyExc_ValueError, "%s: empty input", op);
+        return -1;
+    }
+    return 0;
+}
+
+/* global_avg_pool2d(x) -> y (N, C); with dy (N, C) given -> dx (N, C, H, W). */
+static PyObject *global_avgpool_op(PyObject *args, int backward)
+{
+    PyObject *xo, *dyo = NULL;
+    const char *device;
+    op_call k;
+    int ok = backward ? PyArg_ParseTuple(args, "OOs:global_avg_pool2d_backward", &xo, &dyo, &device)
+                      : PyArg_ParseTuple(args, "Os:global_avg_pool2d", &xo, &device);
+    if (!ok || call_begin(&k, device) < 0)
+        return NULL;
+    const op_in *x, *dy = NULL;
+    int64_t nc, hw;
+    if (!(x = call_in(&k, xo, "x", 4)) || planes_of(x, "global_avg_pool2d", &nc, &hw) < 0)
+        FAIL;
+    const int64_t yshape[2] = {x->shape[0], x->shape[1]};
+    if (backward) {
+        if (!(dy = call_in(&k, dyo, "dy", 2)))
+            FAIL;
+        if (dy->shape[0] != yshape[0] || dy->shape[1] != yshape[1]) {
+            PyErr_Format(PyExc_ValueError, "global_avg_pool2d_backward: dy must have shape (%lld, %lld)",
+                         (long long)yshape[0], (long long)yshape[1]);
+            FAIL;
+        }
+        float *dx;
+        if (call_out(&k, &dx, 4, x->shape) < 0)
+            FAIL;
+        RUN(&k, BE->global_avgpool_backward(dx, dy->ptr, nc, hw));
+    } else {
+        float *y;
+        if (call_out(&k, &y, 2, yshape) < 0)
+            FAIL;
+        RUN(&k, BE->global_avgpool_forward(y, x->ptr, nc, hw));
+    }
+    return call_end(&k, 1);
+}
+
+static PyObject *op_global_avg_pool2d(PyObject *self, PyObject *args) { return global_avgpool_op(args, 0); }
+static PyObject *op_global_avg_pool2d_backward(PyObject *self, PyObject *args) { return global_avgpool_op(args, 1); }
+
+/* ---------------------------------------------------------------- batch norm */
+
+/* x (N, C, H, W) or (N, F) as (n, c, hw); -1 with ValueError otherwise. */
+static int channels_of(const op_in *x, int64_t *n, int64_t *c, int64_t *hw)
+{
+    if (x->ndim != 2 && x->ndim != 4) {
+        PyErr_Format(PyExc_ValueError, "batch_norm: x must be (N, C, H, W) or (N, F), got %d dimensions", x->ndim);
+        return -1;
+    }
+    *n = x->shape[0];
+    *c = x->shape[1];
+    *hw = x->ndim == 4 ? x->shape[2] * x->shape[3] : 1;
+    if (*n == 0 || *c == 0 || *hw == 0) {
+        PyErr_SetString(PyExc_ValueError, "batch_norm: empty input");
+        return -1;
+    }
+    return 0;
+}
+
+static int per_channel(const op_in *v, int64_t c, const char *what)
+{
+    if (v->ndim == 1 && v->shape[0] == c)
+        return 0;
+    PyErr_Format(PyExc_ValueError, "batch_norm: %s must have shape (%lld,)", what, (long long)c);
+    return -1;
+}
+
+/* batch_norm(x, gamma, beta, run_mean, run_var, momentum, eps, training)
+ * -> (y, save_mean, save_invstd, new run_mean, new run_var); inputs unchanged. */
+static PyObject *op_batch_norm(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *go, *bo, *mo, *vo;
+    float momentum, eps;
+    int training;
+    const char *device;
+    op_call k;
+    if (!PyArg_ParseTuple(args, "OOOOOffps:batch_norm", &xo, &go, &bo, &mo, &vo, &momentum, &eps, &training,
+                          &device) ||
+        call_begin(&k, device) < 0)
+        return NULL;
+    const op_in *x, *gamma, *beta, *rm, *rv;
+    int64_t n, c, hw;
+    if (!(x = call_in(&k, xo, "x", -1)) || channels_of(x, &n, &c, &hw) < 0 ||
+        !(gamma = call_in(&k, go, "gamma", -1)) || per_channel(gamma, c, "gamma") < 0 ||
+        !(beta = call_in(&k, bo, "beta", -1)) || per_channel(beta, c, "beta") < 0 ||
+        !(rm = call_in(&k, mo, "running_mean", -1)) || per_channel(rm, c, "running_mean") < 0 ||
+        !(rv = call_in(&k, vo, "running_var", -1)) || per_channel(rv, c, "running_var") < 0)
+        FAIL;
+    if (!(momentum >= 0.0f && momentum <= 1.0f) || !(eps > 0.0f)) {
+        PyErr_SetString(PyExc_ValueError, "batch_norm: need momentum in [0, 1] and eps > 0");
+        FAIL;
+    }
+    float *y, *mean, *invstd, *new_rm, *new_rv;
+    if (call_out(&k, &y, x->ndim, x->shape) < 0 || call_out(&k, &mean, 1, &c) < 0 || call_out(&k, &invstd, 1, &c) < 0 ||
+        call_out_copy(&k, &new_rm, rm, rm) < 0 || call_out_copy(&k, &new_rv, rv, rv) < 0)
+        FAIL;
+    RUN(&k, BE->batchnorm_forward(y, mean, invstd, new_rm, new_rv, x->ptr, gamma->ptr, beta->ptr, n, c, hw, momentum,
+                                  eps, training));
+    return call_end(&k, 1);
+}
+
+/* batch_norm_backward(x, dy, gamma, save_mean, save_invstd, training) -> (dx, dgamma, dbeta) */
+static PyObject *op_batch_norm_backward(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *dyo, *go, *mo, *io;
+    int training;
+    const char *device;
+    op_call k;
+    if (!PyArg_ParseTuple(args, "OOOOOps:batch_norm_backward", &xo, &dyo, &go, &mo, &io, &training, &device) ||
+        call_begin(&k, device) < 0)
+        return NULL;
+    const op_in *x, *dy, *gamma, *mean, *invstd;
+    int64_t n, c, hw;
+    if (!(x = call_in(&k, xo, "x", -1)) || channels_of(x, &n, &c, &hw) < 0 || !(dy = call_in(&k, dyo, "dy", -1)) ||
+        same_shape(x, dy, "x", "dy") < 0 || !(gamma = call_in(&k, go, "gamma", -1)) ||
+        per_channel(gamma, c, "gamma") < 0 || !(mean = call_in(&k, mo, "save_mean", -1)) ||
+        per_channel(mean, c, "save_mean") < 0 || !(invstd = call_in(&k, io, "save_invstd", -1)) ||
+        per_channel(invstd, c, "save_invstd") < 0)
+        FAIL;
+    float *dx, *dgamma, *dbeta;
+    if (call_out(&k, &dx, x->ndim, x->shape) < 0 || call_out(&k, &dgamma, 1, &c) < 0 || call_out(&k, &dbeta, 1, &c) < 0)
+        FAIL;
+    RUN(&k, BE->batchnorm_backward(dx, dgamma, dbeta, dy->ptr, x->ptr, gamma->ptr, mean->ptr, invstd->ptr, n, c, hw,
+                                   training));
+    return call_end(&k, 1);
+}
+
 /* ---------------------------------------------------------------- elementwise */
 
 static PyObject *op_activation(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *out = NULL;
+    PyObject *xo;
     ga_act act;
     const char *device;
-    op_ctx c;
-    op_in x = {0};
-    if (!PyArg_ParseTuple(args, "Oifs:activation", &xo, &act.kind, &act.alpha, &device) || ctx_init(&c, device) < 0)
+    op_call k;
+    if (!PyArg_ParseTuple(args, "Oifs:activation", &xo, &act.kind, &act.alpha, &device) || call_begin(&k, device) < 0)
         return NULL;
-    if (in_get(&c, &x, xo, "x", -1) < 0)
-        goto fail;
+    const op_in *x;
     float *y;
-    if (!(out = out_new(&c, x.ndim, x.shape, &y)))
-        goto fail;
-    RUN(&c, BE->act_forward(y, x.ptr, x.size, act));
-    in_free(&x);
-    return out_done(&c, out);
-fail:
-    Py_XDECREF(out);
-    in_free(&x);
-    return NULL;
+    if (!(x = call_in(&k, xo, "x", -1)) || call_out(&k, &y, x->ndim, x->shape) < 0)
+        FAIL;
+    RUN(&k, BE->act_forward(y, x->ptr, x->size, act));
+    return call_end(&k, 1);
 }
 
 /* t: the output y, or the input z for kinds whose derivative needs it (gelu, silu) */
 static PyObject *op_activation_backward(PyObject *self, PyObject *args)
 {
-    PyObject *yo, *dyo, *out = NULL;
+    PyObject *to, *dyo;
     ga_act act;
     const char *device;
-    op_ctx c;
-    op_in y = {0}, dy = {0};
-    if (!PyArg_ParseTuple(args, "OOifs:activation_backward", &yo, &dyo, &act.kind, &act.alpha, &device) ||
-        ctx_init(&c, device) < 0)
+    op_call k;
+    if (!PyArg_ParseTuple(args, "OOifs:activation_backward", &to, &dyo, &act.kind, &act.alpha, &device) ||
+        call_begin(&k, device) < 0)
         return NULL;
-    if (in_get(&c, &y, yo, "t", -1) < 0 || in_get(&c, &dy, dyo, "dy", -1) < 0 || same_shape(&y, &dy, "t", "dy") < 0)
-        goto fail;
+    const op_in *t, *dy;
     float *dx;
-    if (!(out = out_new(&c, y.ndim, y.shape, &dx)))
-        goto fail;
-    RUN(&c, BE->act_backward(dx, y.ptr, dy.ptr, y.size, act));
-    in_free(&y);
-    in_free(&dy);
-    return out_done(&c, out);
-fail:
-    Py_XDECREF(out);
-    in_free(&y);
-    in_free(&dy);
-    return NULL;
+    if (!(t = call_in(&k, to, "t", -1)) || !(dy = call_in(&k, dyo, "dy", -1)) || same_shape(t, dy, "t", "dy") < 0 ||
+        call_out(&k, &dx, t->ndim, t->shape) < 0)
+        FAIL;
+    RUN(&k, BE->act_backward(dx, t->ptr, dy->ptr, t->size, act));
+    return call_end(&k, 1);
+}
+
+static PyObject *op_add(PyObject *self, PyObject *args)
+{
+    PyObject *ao, *bo;
+    const char *device;
+    op_call k;
+    if (!PyArg_ParseTuple(args, "OOs:add", &ao, &bo, &device) || call_begin(&k, device) < 0)
+        return NULL;
+    const op_in *a, *b;
+    float *y;
+    if (!(a = call_in(&k, ao, "a", -1)) || !(b = call_in(&k, bo, "b", -1)) || same_shape(a, b, "a", "b") < 0 ||
+        call_out(&k, &y, a->ndim, a->shape) < 0)
+        FAIL;
+    RUN(&k, BE->add(y, a->ptr, b->ptr, a->size));
+    return call_end(&k, 1);
 }
 
 static PyObject *op_dropout(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *y = NULL, *mask = NULL;
+    PyObject *xo;
     float rate;
     unsigned long long seed;
     const char *device;
-    op_ctx c;
-    op_in x = {0};
-    if (!PyArg_ParseTuple(args, "OfKs:dropout", &xo, &rate, &seed, &device) || ctx_init(&c, device) < 0)
+    op_call k;
+    if (!PyArg_ParseTuple(args, "OfKs:dropout", &xo, &rate, &seed, &device))
         return NULL;
     if (!(rate >= 0.0f && rate < 1.0f)) {
         PyErr_Format(PyExc_ValueError, "dropout rate must be in [0, 1), got %g", (double)rate);
         return NULL;
     }
-    if (in_get(&c, &x, xo, "x", -1) < 0)
-        goto fail;
-    float *yp, *mp;
-    if (!(y = out_new(&c, x.ndim, x.shape, &yp)) || !(mask = out_new(&c, x.ndim, x.shape, &mp)))
-        goto fail;
-    RUN(&c, BE->dropout_forward(yp, mp, x.ptr, x.size, rate, (uint64_t)seed));
-    in_free(&x);
-    y = out_done(&c, y);
-    mask = out_done(&c, mask);
-    if (!y || !mask)
-        goto fail_out;
-    return Py_BuildValue("(NN)", y, mask);
-fail:
-    in_free(&x);
-fail_out:
-    Py_XDECREF(y);
-    Py_XDECREF(mask);
-    return NULL;
+    if (call_begin(&k, device) < 0)
+        return NULL;
+    const op_in *x;
+    float *y, *mask;
+    if (!(x = call_in(&k, xo, "x", -1)) || call_out(&k, &y, x->ndim, x->shape) < 0 ||
+        call_out(&k, &mask, x->ndim, x->shape) < 0)
+        FAIL;
+    RUN(&k, BE->dropout_forward(y, mask, x->ptr, x->size, rate, (uint64_t)seed));
+    return call_end(&k, 1);
 }
 
 /* ---------------------------------------------------------------- dense */
 
 static PyObject *op_dense(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *wo, *bo, *out = NULL;
+    PyObject *xo, *wo, *bo;
     ga_act act;
     const char *device;
-    op_ctx c;
-    op_in x = {0}, w = {0}, b = {0};
+    op_call k;
     if (!PyArg_ParseTuple(args, "OOOifs:dense", &xo, &wo, &bo, &act.kind, &act.alpha, &device) ||
-        ctx_init(&c, device) < 0)
+        call_begin(&k, device) < 0)
         return NULL;
-    if (in_get(&c, &x, xo, "x", 2) < 0 || in_get(&c, &w, wo, "w", 2) < 0)
-        goto fail;
-    if (bo != Py_None && in_get(&c, &b, bo, "b", 1) < 0)
-        goto fail;
-    const int64_t n = x.shape[0], fin = x.shape[1], units = w.shape[0];
-    if (w.shape[1] != fin || (bo != Py_None && b.shape[0] != units)) {
+    const op_in *x, *w, *b = NULL;
+    if (!(x = call_in(&k, xo, "x", 2)) || !(w = call_in(&k, wo, "w", 2)) ||
+        (bo != Py_None && !(b = call_in(&k, bo, "b", 1))))
+        FAIL;
+    const int64_t n = x->shape[0], fin = x->shape[1], units = w->shape[0];
+    if (w->shape[1] != fin || (b && b->shape[0] != units)) {
         PyErr_SetString(PyExc_ValueError, "dense: need x (N, in), w (out, in), b (out)");
-        goto fail;
+        FAIL;
     }
     int64_t shape[2] = {n, units};
     float *y;
-    if (!(out = out_new(&c, 2, shape, &y)))
-        goto fail;
-    RUN(&c, BE->gemm(y, x.ptr, w.ptr, 0, 1, n, units, fin, fin, fin, units, 1.0f, 0.0f, GA_VARIANT_FAST));
-    RUN(&c, BE->bias_act(y, bo != Py_None ? b.ptr : NULL, n, units, act));
-    in_free(&x);
-    in_free(&w);
-    in_free(&b);
-    return out_done(&c, out);
-fail:
-    Py_XDECREF(out);
-    in_free(&x);
-    in_free(&w);
-    in_free(&b);
-    return NULL;
+    if (call_out(&k, &y, 2, shape) < 0)
+        FAIL;
+    RUN(&k, BE->gemm(y, x->ptr, w->ptr, 0, 1, n, units, fin, fin, fin, units, 1.0f, 0.0f, GA_VARIANT_FAST));
+    RUN(&k, BE->bias_act(y, b ? b->ptr : NULL, n, units, act));
+    return call_end(&k, 1);
 }
 
 static PyObject *op_dense_backward(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *wo, *dyo, *dx = NULL, *dw = NULL, *db = NULL;
+    PyObject *xo, *wo, *dyo;
     const char *device;
-    op_ctx c;
-    op_in x = {0}, w = {0}, dy = {0};
-    if (!PyArg_ParseTuple(args, "OOOs:dense_backward", &xo, &wo, &dyo, &device) || ctx_init(&c, device) < 0)
+    op_call k;
+    if (!PyArg_ParseTuple(args, "OOOs:dense_backward", &xo, &wo, &dyo, &device) || call_begin(&k, device) < 0)
         return NULL;
-    if (in_get(&c, &x, xo, "x", 2) < 0 || in_get(&c, &w, wo, "w", 2) < 0 || in_get(&c, &dy, dyo, "dy", 2) < 0)
-        goto fail;
-    const int64_t n = x.shape[0], fin = x.shape[1], units = w.shape[0];
-    if (w.shape[1] != fin || dy.shape[0] != n || dy.shape[1] != units) {
+    const op_in *x, *w, *dy;
+    if (!(x = call_in(&k, xo, "x", 2)) || !(w = call_in(&k, wo, "w", 2)) || !(dy = call_in(&k, dyo, "dy", 2)))
+        FAIL;
+    const int64_t n = x->shape[0], fin = x->shape[1], units = w->shape[0];
+    if (w->shape[1] != fin || dy->shape[0] != n || dy->shape[1] != units) {
         PyErr_SetString(PyExc_ValueError, "dense_backward: need x (N, in), w (out, in), dy (N, out)");
-        goto fail;
+        FAIL;
     }
-    float *dxp, *dwp, *dbp;
-    if (!(dx = out_new(&c, 2, x.shape, &dxp)) || !(dw = out_new(&c, 2, w.shape, &dwp)) ||
-        !(db = out_new(&c, 1, &units, &dbp)))
-        goto fail;
-    RUN(&c, BE->gemm(dwp, dy.ptr, x.ptr, 1, 0, units, fin, n, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST));
-    RUN(&c, BE->sum_rows(dbp, dy.ptr, n, units));
-    RUN(&c, BE->gemm(dxp, dy.ptr, w.ptr, 0, 0, n, fin, units, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST));
-    in_free(&x);
-    in_free(&w);
-    in_free(&dy);
-    dx = out_done(&c, dx);
-    dw = out_done(&c, dw);
-    db = out_done(&c, db);
-    if (!dx || !dw || !db)
-        goto fail_out;
-    return Py_BuildValue("(NNN)", dx, dw, db);
-fail:
-    in_free(&x);
-    in_free(&w);
-    in_free(&dy);
-fail_out:
-    Py_XDECREF(dx);
-    Py_XDECREF(dw);
-    Py_XDECREF(db);
-    return NULL;
+    float *dx, *dw, *db;
+    if (call_out(&k, &dx, 2, x->shape) < 0 || call_out(&k, &dw, 2, w->shape) < 0 || call_out(&k, &db, 1, &units) < 0)
+        FAIL;
+    RUN(&k, BE->gemm(dw, dy->ptr, x->ptr, 1, 0, units, fin, n, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST));
+    RUN(&k, BE->sum_rows(db, dy->ptr, n, units));
+    RUN(&k, BE->gemm(dx, dy->ptr, w->ptr, 0, 0, n, fin, units, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST));
+    return call_end(&k, 1);
 }
 
 /* ---------------------------------------------------------------- loss */
 
-/* labels must be a 1-D int32 ndarray (the Python wrapper converts). */
+/* labels must be a 1-D int32 ndarray (the Python wrapper converts). Returns (mean loss, dlogits). */
 static PyObject *op_softmax_xent(PyObject *self, PyObject *args)
 {
-    PyObject *lo, *yo, *dl = NULL;
+    PyObject *lo, *yo;
     const char *device;
-    op_ctx c;
-    op_in z = {0};
-    PyArrayObject *labels = NULL;
-    int32_t *dev_labels = NULL;
-    float *stats = NULL;
-    if (!PyArg_ParseTuple(args, "OOs:softmax_cross_entropy", &lo, &yo, &device) || ctx_init(&c, device) < 0)
+    op_call k;
+    if (!PyArg_ParseTuple(args, "OOs:softmax_cross_entropy", &lo, &yo, &device) || call_begin(&k, device) < 0)
         return NULL;
-    if (in_get(&c, &z, lo, "logits", 2) < 0)
-        goto fail;
-    const int64_t n = z.shape[0], k = z.shape[1];
-    if (n == 0 || k == 0) {
+    const op_in *z;
+    if (!(z = call_in(&k, lo, "logits", 2)))
+        FAIL;
+    const int64_t n = z->shape[0], classes = z->shape[1];
+    if (n == 0 || classes == 0) {
         PyErr_SetString(PyExc_ValueError, "softmax_cross_entropy: empty batch or no classes");
-        goto fail;
+        FAIL;
     }
     if (!PyArray_Check(yo) || PyArray_TYPE((PyArrayObject *)yo) != NPY_INT32) {
         PyErr_SetString(PyExc_TypeError, "labels must be an int32 numpy array");
-        goto fail;
+        FAIL;
     }
-    labels = (PyArrayObject *)PyArray_FROM_OTF(yo, NPY_INT32, NPY_ARRAY_IN_ARRAY);
+    PyArrayObject *labels = (PyArrayObject *)PyArray_FROM_OTF(yo, NPY_INT32, NPY_ARRAY_IN_ARRAY);
     if (!labels)
-        goto fail;
+        FAIL;
+    k.in[k.nin++].keep = (PyObject *)labels; /* released with the inputs */
     if (PyArray_NDIM(labels) != 1 || PyArray_DIM(labels, 0) != n) {
         PyErr_Format(PyExc_ValueError, "labels must have shape (%lld,)", (long long)n);
-        goto fail;
+        FAIL;
     }
     const int32_t *lab = PyArray_DATA(labels);
     for (int64_t i = 0; i < n; i++)
-        if (lab[i] < 0 || lab[i] >= k) {
+        if (lab[i] < 0 || lab[i] >= classes) {
             PyErr_Format(PyExc_ValueError, "label %d at index %lld is outside [0, %lld)", lab[i], (long long)i,
-                         (long long)k);
-            goto fail;
+                         (long long)classes);
+            FAIL;
         }
-    float *dlp, host_stats[2];
-    if (!(dl = out_new(&c, 2, z.shape, &dlp)))
-        goto fail;
-    if (!(dev_labels = scratch(&c, (size_t)n * sizeof(int32_t))) || !(stats = scratch(&c, 2 * sizeof(float))))
-        goto fail;
-    RUN(&c, BE->to_device(dev_labels, lab, (size_t)n * sizeof(int32_t)));
-    RUN(&c, BE->zero(stats, 2 * sizeof(float)));
-    RUN(&c, BE->softmax_xent(stats, dlp, z.ptr, dev_labels, n, k, 1.0f / (float)n));
-    RUN(&c, BE->to_host(host_stats, stats, sizeof host_stats));
-    BE->release(dev_labels);
-    BE->release(stats);
-    Py_DECREF(labels);
-    in_free(&z);
-    dl = out_done(&c, dl);
-    if (!dl)
-        return NULL;
-    return Py_BuildValue("(dN)", (double)host_stats[0] / (double)n, dl);
-fail:
-    BE->release(dev_labels);
-    BE->release(stats);
-    Py_XDECREF(labels);
-    Py_XDECREF(dl);
-    in_free(&z);
-    return NULL;
+    float *dl, *stats, host_stats[2];
+    int32_t *dev_labels;
+    if (call_out(&k, &dl, 2, z->shape) < 0 || call_scratch(&k, &dev_labels, (size_t)n * sizeof(int32_t)) < 0 ||
+        call_scratch(&k, &stats, 2 * sizeof(float)) < 0)
+        FAIL;
+    RUN(&k, BE->to_device(dev_labels, lab, (size_t)n * sizeof(int32_t)));
+    RUN(&k, BE->zero(stats, 2 * sizeof(float)));
+    RUN(&k, BE->softmax_xent(stats, dl, z->ptr, dev_labels, n, classes, 1.0f / (float)n));
+    RUN(&k, BE->to_host(host_stats, stats, sizeof host_stats));
+    PyObject *dlogits = call_end(&k, 1);
+    return dlogits ? Py_BuildValue("(dN)", (double)host_stats[0] / (double)n, dlogits) : NULL;
 }
 
 /* ---------------------------------------------------------------- optimizers */
 
-/* Copy `src` into a new output of its shape (or zeros when src is NULL). */
-static PyObject *out_copy(op_ctx *c, const op_in *like, const op_in *src, float **ptr)
-{
-    PyObject *o = out_new(c, like->ndim, like->shape, ptr);
-    if (!o)
-        return NULL;
-    ga_status st = src ? c->dev.be->copy(*ptr, src->ptr, (size_t)like->size * sizeof(float))
-                       : c->dev.be->zero(*ptr, (size_t)like->size * sizeof(float));
-    if (st != GA_OK) {
-        Py_DECREF(o);
-        return ga_py_raise(c->dev.be, st);
-    }
-    return o;
-}
-
 static PyObject *op_sgd_step(PyObject *self, PyObject *args)
 {
-    PyObject *wo, *go, *vo, *wn = NULL, *vn = NULL;
+    PyObject *wo, *go, *vo;
     float lr, momentum, wd;
     int nesterov;
     const char *device;
-    op_ctx c;
-    op_in w = {0}, g = {0}, v = {0};
+    op_call k;
     if (!PyArg_ParseTuple(args, "OOOfffps:sgd_step", &wo, &go, &vo, &lr, &momentum, &wd, &nesterov, &device) ||
-        ctx_init(&c, device) < 0)
+        call_begin(&k, device) < 0)
         return NULL;
-    if (in_get(&c, &w, wo, "w", -1) < 0 || in_get(&c, &g, go, "g", -1) < 0 || same_shape(&w, &g, "w", "g") < 0)
-        goto fail;
-    if (vo != Py_None && (in_get(&c, &v, vo, "vel", -1) < 0 || same_shape(&w, &v, "w", "vel") < 0))
-        goto fail;
-    float *wp, *vp;
-    if (!(wn = out_copy(&c, &w, &w, &wp)) || !(vn = out_copy(&c, &w, vo != Py_None ? &v : NULL, &vp)))
-        goto fail;
-    RUN(&c, BE->sgd_update(wp, vp, g.ptr, w.size, lr, momentum, wd, nesterov));
-    in_free(&w);
-    in_free(&g);
-    in_free(&v);
-    wn = out_done(&c, wn);
-    vn = out_done(&c, vn);
-    if (!wn || !vn)
-        goto fail_out;
-    return Py_BuildValue("(NN)", wn, vn);
-fail:
-    in_free(&w);
-    in_free(&g);
-    in_free(&v);
-fail_out:
-    Py_XDECREF(wn);
-    Py_XDECREF(vn);
-    return NULL;
+    const op_in *w, *g, *v = NULL;
+    if (!(w = call_in(&k, wo, "w", -1)) || !(g = call_in(&k, go, "g", -1)) || same_shape(w, g, "w", "g") < 0)
+        FAIL;
+    if (vo != Py_None && (!(v = call_in(&k, vo, "vel", -1)) || same_shape(w, v, "w", "vel") < 0))
+        FAIL;
+    float *wn, *vn;
+    if (call_out_copy(&k, &wn, w, w) < 0 || call_out_copy(&k, &vn, w, v) < 0)
+        FAIL;
+    RUN(&k, BE->sgd_update(wn, vn, g->ptr, w->size, lr, momentum, wd, nesterov));
+    return call_end(&k, 1);
 }
 
 static PyObject *op_adam_step(PyObject *self, PyObject *args)
 {
-    PyObject *wo, *go, *mo, *vo, *wn = NULL, *mn = NULL, *vn = NULL;
+    PyObject *wo, *go, *mo, *vo;
     long long t;
     float lr, b1, b2, eps, wd;
     const char *device;
-    op_ctx c;
-    op_in w = {0}, g = {0}, m = {0}, v = {0};
-    if (!PyArg_ParseTuple(args, "OOOOLfffffs:adam_step", &wo, &go, &mo, &vo, &t, &lr, &b1, &b2, &eps, &wd, &device) ||
-        ctx_init(&c, device) < 0)
+    op_call k;
+    if (!PyArg_ParseTuple(args, "OOOOLfffffs:adam_step", &wo, &go, &mo, &vo, &t, &lr, &b1, &b2, &eps, &wd, &device))
         return NULL;
     if (t < 1) {
         PyErr_SetString(PyExc_ValueError, "adam_step: t counts steps from 1");
         return NULL;
     }
-    if (in_get(&c, &w, wo, "w", -1) < 0 || in_get(&c, &g, go, "g", -1) < 0 || in_get(&c, &m, mo, "m", -1) < 0 ||
-        in_get(&c, &v, vo, "v", -1) < 0 || same_shape(&w, &g, "w", "g") < 0 || same_shape(&w, &m, "w", "m") < 0 ||
-        same_shape(&w, &v, "w", "v") < 0)
-        goto fail;
-    float *wp, *mp, *vp;
-    if (!(wn = out_copy(&c, &w, &w, &wp)) || !(mn = out_copy(&c, &w, &m, &mp)) || !(vn = out_copy(&c, &w, &v, &vp)))
-        goto fail;
-    RUN(&c, BE->adam_update(wp, mp, vp, g.ptr, w.size, lr, b1, b2, eps, wd, (int64_t)t));
-    in_free(&w);
-    in_free(&g);
-    in_free(&m);
-    in_free(&v);
-    wn = out_done(&c, wn);
-    mn = out_done(&c, mn);
-    vn = out_done(&c, vn);
-    if (!wn || !mn || !vn)
-        goto fail_out;
-    return Py_BuildValue("(NNN)", wn, mn, vn);
-fail:
-    in_free(&w);
-    in_free(&g);
-    in_free(&m);
-    in_free(&v);
-fail_out:
-    Py_XDECREF(wn);
-    Py_XDECREF(mn);
-    Py_XDECREF(vn);
-    return NULL;
+    if (call_begin(&k, device) < 0)
+        return NULL;
+    const op_in *w, *g, *m, *v;
+    if (!(w = call_in(&k, wo, "w", -1)) || !(g = call_in(&k, go, "g", -1)) || !(m = call_in(&k, mo, "m", -1)) ||
+        !(v = call_in(&k, vo, "v", -1)) || same_shape(w, g, "w", "g") < 0 || same_shape(w, m, "w", "m") < 0 ||
+        same_shape(w, v, "w", "v") < 0)
+        FAIL;
+    float *wn, *mn, *vn;
+    if (call_out_copy(&k, &wn, w, w) < 0 || call_out_copy(&k, &mn, w, m) < 0 || call_out_copy(&k, &vn, w, v) < 0)
+        FAIL;
+    RUN(&k, BE->adam_update(wn, mn, vn, g->ptr, w->size, lr, b1, b2, eps, wd, (int64_t)t));
+    return call_end(&k, 1);
 }
 
 PyMethodDef ga_ops_methods[] = {
@@ -796,8 +826,13 @@ PyMethodDef ga_ops_methods[] = {
     {"op_conv2d_backward", op_conv2d_backward, METH_VARARGS, NULL},
     {"op_max_pool2d", op_max_pool2d, METH_VARARGS, NULL},
     {"op_max_pool2d_backward", op_max_pool2d_backward, METH_VARARGS, NULL},
+    {"op_global_avg_pool2d", op_global_avg_pool2d, METH_VARARGS, NULL},
+    {"op_global_avg_pool2d_backward", op_global_avg_pool2d_backward, METH_VARARGS, NULL},
+    {"op_batch_norm", op_batch_norm, METH_VARARGS, NULL},
+    {"op_batch_norm_backward", op_batch_norm_backward, METH_VARARGS, NULL},
     {"op_activation", op_activation, METH_VARARGS, NULL},
     {"op_activation_backward", op_activation_backward, METH_VARARGS, NULL},
+    {"op_add", op_add, METH_VARARGS, NULL},
     {"op_dropout", op_dropout, METH_VARARGS, NULL},
     {"op_dense", op_dense, METH_VARARGS, NULL},
     {"op_dense_backward", op_dense_backward, METH_VARARGS, NULL},
