@@ -78,12 +78,17 @@ def test_training_step_gradient_matches_finite_differences():
     x, y = toy_data(8)
     model = ga.Sequential([Conv2D(3, 3, strides=2, padding=1), Flatten(), Dense(6), Dense(5)],
                           input_shape=(2, 12, 12), seed=1)
+    assert_gradient_matches_finite_differences(model, x, y)
+
+
+def assert_gradient_matches_finite_differences(model, x, y, samples=8, eps=1e-2):
+    """The engine's gradient of `samples` weights of each array against central
+    differences of the evaluated loss."""
     w0 = model.get_weights()
     grad = sgd_gradient(model, x, y)
     rng = np.random.default_rng(0)
-    eps = 1e-2
     for i, w in enumerate(w0):
-        for k in rng.choice(w.size, min(w.size, 8), replace=False):
+        for k in rng.choice(w.size, min(w.size, samples), replace=False):
             vals = []
             for sign in (1, -1):
                 ws = [a.copy() for a in w0]

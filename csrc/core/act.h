@@ -44,11 +44,15 @@ typedef enum { GA_ACT_LIST(GA_ACT_ENUM_) GA_ACT_KINDS } ga_act_kind;
 #define GA_ACT_ALPHA_(k, name, alpha, math) alpha,
 #define GA_ACT_DEFAULT_ALPHAS {GA_ACT_LIST(GA_ACT_ALPHA_)}
 
-/* A loop per kind: with
- *     #define CASE(k, name, alpha, math) case GA_ACT_##k: LOOP(GA_ACT_##k); break;
- *     switch (kind) { GA_ACT_LIST(CASE) }
- * each LOOP calls ga_act_eval with a constant kind, so the switch sits outside
- * the loop and each loop is compiled (and vectorised) for one activation. */
+/* A loop per kind: with LOOP(K) defined by the caller,
+ *     switch (kind) { GA_ACT_LIST(GA_ACT_CASE) }
+ * runs LOOP(GA_ACT_<kind>) with a constant kind, so the switch sits outside the
+ * loop and each loop is compiled (and vectorised) for one activation. (A switch
+ * inside ga_act_eval / ga_act_grad in a hot loop is not hoisted by the compiler.) */
+#define GA_ACT_CASE(k, name, alpha_, math) \
+    case GA_ACT_##k:                       \
+        LOOP(GA_ACT_##k);                  \
+        break;
 
 /* An activation: its kind and its one parameter (the negative slope of
  * leaky_relu, the alpha of elu; unused by the others). Passed by value. */

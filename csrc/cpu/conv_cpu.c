@@ -426,6 +426,17 @@ static float sum_floats(const float *v, int64_t n)
     return sum;
 }
 
+/* dst[arg[i]] += act'(y[i]) dy[i] over the ppq outputs of one pooled plane. */
+static void scatter_pooled(float *dst, const float *dy, const float *y, const int32_t *arg, int64_t ppq, ga_act act)
+{
+    const float alpha = act.alpha;
+#define LOOP(K)                       \
+    for (int64_t i = 0; i < ppq; i++) \
+    dst[arg[i]] += ga_act_grad(K, alpha, y[i], dy[i])
+    switch (act.kind) { GA_ACT_LIST(GA_ACT_CASE) }
+#undef LOOP
+}
+
 /* dyt (k, nb p q) = the conv output gradient of images [img0, img0 + nb), and
  * db (k) = (first ? 0 : db) + its sums (db may be NULL). Without `ps`, dy
  * (n, k, p q) is that gradient (transposed here); with `ps`, dy (n, k, pp, pq)
@@ -450,8 +461,7 @@ static void gather_dy(float *dyt, float *db, int first, const float *dy, const f
             const float *src = dy + plane * ppq, *yp = ypool + plane * ppq;
             const int32_t *ap = arg + plane * ppq;
             memset(dst, 0, (size_t)pq * sizeof(float));
-            for (int64_t i = 0; i < ppq; i++)
-                dst[ap[i]] += ga_act_grad(act.kind, act.alpha, yp[i], src[i]);
+            scatter_pooled(dst, src, yp, ap, ppq, act);
             sum += sum_floats(dst, pq);
         }
         if (db)

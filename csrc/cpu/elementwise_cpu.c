@@ -19,15 +19,10 @@ GA_SIMD_CLONES
 void ga_act_span_cpu(float *y, const float *x, float bias, int64_t n, ga_act act)
 {
     const float alpha = act.alpha;
-#define LOOP(K)                                     \
-    for (int64_t i = 0; i < n; i++)                 \
-        y[i] = ga_act_eval(K, alpha, x[i] + bias)
-#define CASE(k, name, alpha_, math) \
-    case GA_ACT_##k:        \
-        LOOP(GA_ACT_##k);   \
-        break;
-    switch (act.kind) { GA_ACT_LIST(CASE) }
-#undef CASE
+#define LOOP(K)                     \
+    for (int64_t i = 0; i < n; i++) \
+    y[i] = ga_act_eval(K, alpha, x[i] + bias)
+    switch (act.kind) { GA_ACT_LIST(GA_ACT_CASE) }
 #undef LOOP
 }
 
@@ -36,15 +31,10 @@ GA_SIMD_CLONES
 static void act_grad_span(float *dx, const float *t, const float *dy, int64_t n, ga_act act)
 {
     const float alpha = act.alpha;
-#define LOOP(K)                                     \
-    for (int64_t i = 0; i < n; i++)                 \
-        dx[i] = ga_act_grad(K, alpha, t[i], dy[i])
-#define CASE(k, name, alpha_, math) \
-    case GA_ACT_##k:        \
-        LOOP(GA_ACT_##k);   \
-        break;
-    switch (act.kind) { GA_ACT_LIST(CASE) }
-#undef CASE
+#define LOOP(K)                     \
+    for (int64_t i = 0; i < n; i++) \
+    dx[i] = ga_act_grad(K, alpha, t[i], dy[i])
+    switch (act.kind) { GA_ACT_LIST(GA_ACT_CASE) }
 #undef LOOP
 }
 
