@@ -790,6 +790,163 @@ fail_out:
     return NULL;
 }
 
+/* ---------------------------------------------------------------- average and global max pooling */
+
+/* The avg_pool2d geometry: max_pool2d's rules (pool_geometry) in its own words. */
+static int avg_pool_geometry(ga_pool_shape *s, const op_in *x, long size, long stride)
+{
+    if (size < 1 || stride < 1 || size > INT32_MAX || stride > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "avg_pool2d: size and stride must be in [1, 2^31)");
+        return -1;
+    }
+    *s = (ga_pool_shape){.n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
+                         .size = size, .stride = stride};
+    if (s->n == 0) {
+        PyErr_SetString(PyExc_ValueError, "avg_pool2d: empty batch");
+        return -1;
+    }
+    if (s->c <= 0 || size > s->h || size > s->w) {
+        PyErr_Format(PyExc_ValueError, "avg_pool2d: window %ld does not fit the input %lldx%lld", size,
+                     (long long)s->h, (long long)s->w);
+        return -1;
+    }
+    s->p = (s->h - size) / stride + 1;
+    s->q = (s->w - size) / stride + 1;
+    return 0;
+}
+
+/* avg_pool2d(x, size, stride, device) -> y (N, C, P, Q) */
+static PyObject *op_avg_pool2d(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *out = NULL;
+    long size, stride;
+    const char *device;
+    op_ctx c;
+    op_in x = {0};
+    if (!PyArg_ParseTuple(args, "Olls:avg_pool2d", &xo, &size, &stride, &device) || ctx_init(&c, device) < 0)
+        return NULL;
+    if (in_get(&c, &x, xo, "x", 4) < 0)
+        goto fail;
+    ga_pool_shape s;
+    if (avg_pool_geometry(&s, &x, size, stride) < 0)
+        goto fail;
+    int64_t yshape[4] = {s.n, s.c, s.p, s.q};
+    float *y;
+    if (!(out = out_new(&c, 4, yshape, &y)))
+        goto fail;
+    RUN(&c, BE->avgpool_forward(y, x.ptr, &s));
+    in_free(&x);
+    return out_done(&c, out);
+fail:
+    Py_XDECREF(out);
+    in_free(&x);
+    return NULL;
+}
+
+/* avg_pool2d_backward(x, dy, size, stride, device) -> dx (x's shape; x gives only the shape) */
+static PyObject *op_avg_pool2d_backward(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *dyo, *out = NULL;
+    long size, stride;
+    const char *device;
+    op_ctx c;
+    op_in x = {0}, dy = {0};
+    if (!PyArg_ParseTuple(args, "OOlls:avg_pool2d_backward", &xo, &dyo, &size, &stride, &device) ||
+        ctx_init(&c, device) < 0)
+        return NULL;
+    if (in_get(&c, &x, xo, "x", 4) < 0)
+        goto fail;
+    ga_pool_shape s;
+    if (avg_pool_geometry(&s, &x, size, stride) < 0 || in_get(&c, &dy, dyo, "dy", 4) < 0)
+        goto fail;
+    int64_t yshape[4] = {s.n, s.c, s.p, s.q};
+    if (memcmp(dy.shape, yshape, sizeof yshape) != 0) {
+        PyErr_Format(PyExc_ValueError, "avg_pool2d_backward: dy must have shape (%lld, %lld, %lld, %lld)",
+                     (long long)s.n, (long long)s.c, (long long)s.p, (long long)s.q);
+        goto fail;
+    }
+    float *dx;
+    if (!(out = out_new(&c, 4, x.shape, &dx)))
+        goto fail;
+    RUN(&c, BE->avgpool_backward(dx, dy.ptr, &s));
+    in_free(&x);
+    in_free(&dy);
+    return out_done(&c, out);
+fail:
+    Py_XDECREF(out);
+    in_free(&x);
+    in_free(&dy);
+    return NULL;
+}
+
+/* global_max_pool2d(x, device) -> y (N, C); with dy (N, C) given -> dx (N, C, H, W). */
+static PyObject *global_max_pool_op(PyObject *args, int backward)
+{
+    PyObject *xo, *dyo = NULL, *out = NULL, *tmp = NULL;
+    const char *device;
+    op_ctx c;
+    op_in x = {0}, dy = {0};
+    int32_t *arg = NULL;
+    int ok = backward ? PyArg_ParseTuple(args, "OOs:global_max_pool2d_backward", &xo, &dyo, &device)
+                      : PyArg_ParseTuple(args, "Os:global_max_pool2d", &xo, &device);
+    if (!ok || ctx_init(&c, device) < 0)
+        return NULL;
+    if (in_get(&c, &x, xo, "x", 4) < 0)
+        goto fail;
+    const int64_t nc = x.shape[0] * x.shape[1], hw = x.shape[2] * x.shape[3];
+    int64_t yshape[2] = {x.shape[0], x.shape[1]};
+    if (x.shape[0] == 0) {
+        PyErr_SetString(PyExc_ValueError, "global_max_pool2d: empty batch");
+        goto fail;
+    }
+    if (x.shape[1] <= 0 || hw <= 0) {
+        PyErr_SetString(PyExc_ValueError, "global_max_pool2d: zero-sized channels or image");
+        goto fail;
+    }
+    if (backward) {
+        if (in_get(&c, &dy, dyo, "dy", 2) < 0)
+            goto fail;
+        if (memcmp(dy.shape, yshape, sizeof yshape) != 0) {
+            PyErr_Format(PyExc_ValueError, "global_max_pool2d_backward: dy must have shape (%lld, %lld)",
+                         (long long)yshape[0], (long long)yshape[1]);
+            goto fail;
+        }
+    }
+    if (!(arg = scratch(&c, (size_t)nc * sizeof(int32_t))))
+        goto fail;
+    if (backward) {
+        float *dx;
+        GaTensor *t = ga_tensor_new(&c.dev, 2, yshape);
+        if (!(tmp = (PyObject *)t) || !(out = out_new(&c, 4, x.shape, &dx)))
+            goto fail;
+        RUN(&c, BE->global_maxpool_forward(t->data, arg, x.ptr, nc, hw));
+        RUN(&c, BE->global_maxpool_backward(dx, dy.ptr, arg, nc, hw));
+    } else {
+        float *y;
+        if (!(out = out_new(&c, 2, yshape, &y)))
+            goto fail;
+        RUN(&c, BE->global_maxpool_forward(y, arg, x.ptr, nc, hw));
+    }
+    BE->release(arg);
+    Py_XDECREF(tmp);
+    in_free(&x);
+    in_free(&dy);
+    return out_done(&c, out);
+fail:
+    BE->release(arg);
+    Py_XDECREF(tmp);
+    Py_XDECREF(out);
+    in_free(&x);
+    in_free(&dy);
+    return NULL;
+}
+
+static PyObject *op_global_max_pool2d(PyObject *self, PyObject *args) { return global_max_pool_op(args, 0); }
+static PyObject *op_global_max_pool2d_backward(PyObject *self, PyObject *args)
+{
+    return global_max_pool_op(args, 1);
+}
+
 PyMethodDef ga_ops_methods[] = {
     {"op_matmul", op_matmul, METH_VARARGS, NULL},
     {"op_conv2d", op_conv2d, METH_VARARGS, NULL},
@@ -804,5 +961,9 @@ PyMethodDef ga_ops_methods[] = {
     {"op_softmax_cross_entropy", op_softmax_xent, METH_VARARGS, NULL},
     {"op_sgd_step", op_sgd_step, METH_VARARGS, NULL},
     {"op_adam_step", op_adam_step, METH_VARARGS, NULL},
+    {"op_avg_pool2d", op_avg_pool2d, METH_VARARGS, NULL},
+    {"op_avg_pool2d_backward", op_avg_pool2d_backward, METH_VARARGS, NULL},
+    {"op_global_max_pool2d", op_global_max_pool2d, METH_VARARGS, NULL},
+    {"op_global_max_pool2d_backward", op_global_max_pool2d_backward, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
