@@ -129,6 +129,16 @@ class MaxPool2D(Layer):
 MaxPooling2D = MaxPool2D
 
 
+class AveragePooling2D(MaxPool2D):
+    """Average pooling, no padding; strides default to pool_size (MaxPool2D's windows)."""
+
+    def _spec(self):
+        return {"kind": "avgpool2d", "kernel_h": self.pool_size, "kernel_w": self.pool_size, "stride": self.strides}
+
+
+AvgPool2D = AveragePooling2D
+
+
 class Flatten(Layer):
     def _spec(self):
         return {"kind": "flatten"}
@@ -256,6 +266,16 @@ class GlobalAveragePooling2D(Layer):
 GlobalAvgPool2D = GlobalAveragePooling2D
 
 
+class GlobalMaxPooling2D(Layer):
+    """Maximum over H and W: (N, C, H, W) -> (N, C); the gradient goes to the first maximum."""
+
+    def _spec(self):
+        return {"kind": "global_maxpool"}
+
+
+GlobalMaxPool2D = GlobalMaxPooling2D
+
+
 class _ResBegin:
     """Opening bracket of a Residual block in the C layer table."""
 
@@ -368,5 +388,6 @@ class Residual(Layer):
         return (f"Residual([{inner}], projection={self.projection!r}, activation={self.activation!r})")
 
 
-LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, Flatten, Dense, Dropout, Activation, ReLU, LeakyReLU, ELU,
-                                        BatchNormalization, GlobalAveragePooling2D, Residual)}
+LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AveragePooling2D, Flatten, Dense, Dropout, Activation, ReLU,
+                                        LeakyReLU, ELU, BatchNormalization, GlobalAveragePooling2D,
+                                        GlobalMaxPooling2D, Residual)}

@@ -139,6 +139,30 @@ def batch_norm_backward(x, dy, gamma, mean, invstd, training=True, device=None):
 def add(a, b, device=None):
     """a + b elementwise (same shapes)."""
     return _C.op_add(a, b, _device_of(device, a, b))
+def avg_pool2d(x, size=2, stride=None, device=None):
+    """Average pooling over size x size windows (stride defaults to size), no padding."""
+    size = _int(size, "size")
+    stride = size if stride is None else _int(stride, "stride")
+    return _C.op_avg_pool2d(x, size, stride, _device_of(device, x))
+
+
+def avg_pool2d_backward(x, dy, size=2, stride=None, device=None):
+    """Gradient of avg_pool2d w.r.t. x (x gives only the shape): each window spreads
+    dy / size**2 over its elements, overlapping windows adding up."""
+    size = _int(size, "size")
+    stride = size if stride is None else _int(stride, "stride")
+    return _C.op_avg_pool2d_backward(x, dy, size, stride, _device_of(device, x, dy))
+
+
+def global_max_pool2d(x, device=None):
+    """Maximum over H and W: x (N, C, H, W) -> (N, C)."""
+    return _C.op_global_max_pool2d(x, _device_of(device, x))
+
+
+def global_max_pool2d_backward(x, dy, device=None):
+    """Gradient of global_max_pool2d w.r.t. x: dy (N, C) goes to the first maximum of
+    each plane (as max_pool2d's rule), zeros elsewhere."""
+    return _C.op_global_max_pool2d_backward(x, dy, _device_of(device, x, dy))
 
 
 def activation(x, name, alpha=None, device=None):

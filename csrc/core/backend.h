@@ -20,7 +20,7 @@
 #include "act.h"
 #include "status.h"
 
-#define GA_BACKEND_ABI 6
+#define GA_BACKEND_ABI 7
 
 /* Kernel variants, selectable for tests and benchmarks. */
 enum {
@@ -38,7 +38,7 @@ typedef struct {
     int64_t p, q;
 } ga_conv_shape;
 
-/* Max-pool geometry: x (n, c, h, w) -> y (n, c, p, q), window size x size,
+/* Pool geometry (max and average): x (n, c, h, w) -> y (n, c, p, q), window size x size,
  * p = (h - size) / stride + 1 (no padding). */
 typedef struct {
     int64_t n, c, h, w;

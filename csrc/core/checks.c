@@ -35,6 +35,15 @@ ga_status ga_check_channels(const char *op, int64_t n, int64_t c, int64_t hw)
     return GA_OK;
 }
 
+ga_status ga_check_rows(const char *op, int64_t nc, int64_t hw)
+{
+    if (nc < 0 || hw <= 0 || (nc > 0 && hw > INT64_MAX / nc))
+        return ga_fail(GA_ERR_VALUE, "%s: bad shape (nc %lld, hw %lld)", op, (long long)nc, (long long)hw);
+    if (hw > INT32_MAX)
+        return ga_fail(GA_ERR_VALUE, "%s: h*w does not fit the int32 argmax", op);
+    return GA_OK;
+}
+
 ga_status ga_check_act(const char *op, ga_act act)
 {
     if (act.kind < 0 || act.kind >= GA_ACT_KINDS)

@@ -14,6 +14,9 @@ ga_status ga_check_conv(const char *op, const ga_conv_shape *s);
 ga_status ga_check_pool(const char *op, const ga_pool_shape *s);
 /* x (n, c, hw) with n >= 0 and c, hw >= 1 (c fits an int for the launch grids). */
 ga_status ga_check_channels(const char *op, int64_t n, int64_t c, int64_t hw);
+/* Rows x (nc, hw) of a global pooling: nc >= 0, hw >= 1, nc * hw fits int64
+ * and hw fits the int32 argmax of global max pooling. */
+ga_status ga_check_rows(const char *op, int64_t nc, int64_t hw);
 /* A kind in range; a negative alpha is refused for leaky_relu and elu (their
  * derivative is read off the sign of y, which needs alpha >= 0). */
 ga_status ga_check_act(const char *op, ga_act act);

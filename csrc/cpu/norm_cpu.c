@@ -1,4 +1,4 @@
-/* Batch normalisation, global average pooling and elementwise add on the CPU:
+/* Batch normalisation, global average and max pooling and elementwise add on the CPU:
  * the layers a residual backbone needs beyond csrc/cpu/conv_cpu.c. Twin: csrc/cuda/norm_cuda.cu. Shapes and
  * semantics are documented in core/backend.h.
  *
@@ -171,6 +171,49 @@ ga_status ga_global_avgpool_backward_cpu(float *dx, const float *dy, int64_t nc,
         float *dp = dx + i * hw;
         for (int64_t j = 0; j < hw; j++)
             dp[j] = g;
+    }
+    return GA_OK;
+}
+
+/* x (nc, hw) -> y (nc) row maxima, arg (nc) the index of the first maximum.
+ * Strict > from x[0], as max pooling: ties keep the first, a NaN wins only at
+ * index 0 (no later value compares greater than it). */
+ga_status ga_global_maxpool_forward_cpu(float *y, int32_t *arg, const float *x, int64_t nc, int64_t hw)
+{
+    GA_TRY(ga_check_rows("global_max_pool2d", nc, hw));
+    CHECK_PTR(y, nc, "y");
+    CHECK_PTR(arg, nc, "arg");
+    CHECK_PTR(x, nc * hw, "x");
+    GA_PARALLEL_FOR(nc * hw)
+    for (int64_t i = 0; i < nc; i++) {
+        const float *xp = x + i * hw;
+        float m = xp[0];
+        int64_t best = 0;
+        for (int64_t j = 1; j < hw; j++)
+            if (xp[j] > m) {
+                m = xp[j];
+                best = j;
+            }
+        y[i] = m;
+        arg[i] = (int32_t)best;
+    }
+    return GA_OK;
+}
+
+/* dy (nc), arg (nc) -> dx (nc, hw): dy at each row's arg, 0 elsewhere. An arg
+ * outside [0, hw) routes nothing (as the GPU's gather), never a stray write. */
+ga_status ga_global_maxpool_backward_cpu(float *dx, const float *dy, const int32_t *arg, int64_t nc, int64_t hw)
+{
+    GA_TRY(ga_check_rows("global_max_pool2d_backward", nc, hw));
+    CHECK_PTR(dx, nc * hw, "dx");
+    CHECK_PTR(dy, nc, "dy");
+    CHECK_PTR(arg, nc, "arg");
+    GA_PARALLEL_FOR(nc * hw)
+    for (int64_t i = 0; i < nc; i++) {
+        float *dp = dx + i * hw;
+        memset(dp, 0, (size_t)hw * sizeof(float));
+        if (arg[i] >= 0 && arg[i] < hw)
+            dp[arg[i]] = dy[i];
     }
     return GA_OK;
 }

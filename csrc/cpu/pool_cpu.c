@@ -1,6 +1,6 @@
-/* Max pooling on the CPU. Shapes in core/backend.h. Parallel over (n, c)
- * planes: each thread owns whole planes, so the backward scatter needs no
- * atomics even when windows overlap. */
+/* Max and average pooling on the CPU. Shapes in core/backend.h. Parallel over
+ * (n, c) planes: each thread owns whole planes, so the backward scatters need
+ * no atomics even when windows overlap. */
 #include "cpu/kernels_cpu.h"
 
 #include <float.h>
@@ -162,6 +162,71 @@ ga_status ga_maxpool_backward_cpu(float *dx, const float *dy, const int32_t *arg
         memset(dxp, 0, (size_t)hw * sizeof(float));
         for (int64_t i = 0; i < pq; i++)
             dxp[ap[i]] += dyp[i];
+    }
+    return GA_OK;
+}
+
+/* x (n, c, h, w) -> y (n, c, p, q) window means. Each output row is summed in
+ * place over the window's rows, then scaled: every y element receives its
+ * window's elements in raster order (the GPU's per-thread order, so the two
+ * agree bit for bit) while the inner loop runs along the row. */
+ga_status ga_avgpool_forward_cpu(float *y, const float *x, const ga_pool_shape *s)
+{
+    GA_TRY(ga_check_pool("avg_pool2d", s));
+    const int64_t planes = s->n * s->c, hw = s->h * s->w, pq = s->p * s->q;
+    if (planes > 0 && (!y || !x))
+        return ga_fail(GA_ERR_VALUE, "avg_pool2d: NULL argument");
+    const float inv = 1.0f / (float)(s->size * s->size);
+    GA_PARALLEL_FOR(planes * hw)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *xp = x + pl * hw;
+        float *yp = y + pl * pq;
+        for (int64_t i = 0; i < s->p; i++) {
+            float *yrow = yp + i * s->q;
+            for (int64_t j = 0; j < s->q; j++)
+                yrow[j] = 0.0f;
+            for (int64_t r = 0; r < s->size; r++) {
+                const float *xrow = xp + (i * s->stride + r) * s->w;
+                for (int64_t j = 0; j < s->q; j++) {
+                    const float *win = xrow + j * s->stride;
+                    float acc = yrow[j];
+                    for (int64_t c = 0; c < s->size; c++)
+                        acc += win[c];
+                    yrow[j] = acc;
+                }
+            }
+            for (int64_t j = 0; j < s->q; j++)
+                yrow[j] *= inv;
+        }
+    }
+    return GA_OK;
+}
+
+/* dy (n, c, p, q) -> dx (n, c, h, w): each window adds its dy to its elements
+ * (windows in raster order, the GPU gather's order), then the plane is scaled
+ * by 1 / size^2 once, so no multiply-add can round differently per device. */
+ga_status ga_avgpool_backward_cpu(float *dx, const float *dy, const ga_pool_shape *s)
+{
+    GA_TRY(ga_check_pool("avg_pool2d_backward", s));
+    const int64_t planes = s->n * s->c, hw = s->h * s->w, pq = s->p * s->q;
+    if (planes > 0 && (!dx || !dy))
+        return ga_fail(GA_ERR_VALUE, "avg_pool2d_backward: NULL argument");
+    const float inv = 1.0f / (float)(s->size * s->size);
+    GA_PARALLEL_FOR(planes * hw)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        float *dxp = dx + pl * hw;
+        const float *dyp = dy + pl * pq;
+        memset(dxp, 0, (size_t)hw * sizeof(float));
+        for (int64_t i = 0; i < s->p; i++)
+            for (int64_t j = 0; j < s->q; j++) {
+                const float g = dyp[i * s->q + j];
+                float *win = dxp + i * s->stride * s->w + j * s->stride;
+                for (int64_t r = 0; r < s->size; r++)
+                    for (int64_t c = 0; c < s->size; c++)
+                        win[r * s->w + c] += g;
+            }
+        for (int64_t k = 0; k < hw; k++)
+            dxp[k] *= inv;
     }
     return GA_OK;
 }

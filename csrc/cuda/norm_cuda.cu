@@ -1,4 +1,4 @@
-/* Batch normalisation, global average pooling and elementwise add on the GPU:
+/* Batch normalisation, global average and max pooling and elementwise add on the GPU:
  * the twin of csrc/cpu/norm_cpu.c.
  * Shapes and semantics in core/backend.h.
  *
@@ -147,6 +147,36 @@ __global__ void gap_backward_kernel(float *__restrict__ dx, const float *__restr
     GA_GRID_STRIDE(t, nc * hw) dx[t] = dy[t / hw] * inv;
 }
 
+/* One thread per row; strict > from x[0] as on the CPU (first maximum, NaN only at 0). */
+__global__ void gmp_forward_kernel(float *__restrict__ y, int32_t *__restrict__ arg, const float *__restrict__ x,
+                                   int64_t nc, int64_t hw)
+{
+    GA_GRID_STRIDE(i, nc) {
+        const float *xp = x + i * hw;
+        float m = xp[0];
+        int64_t best = 0;
+        for (int64_t j = 1; j < hw; j++) {
+            const float v = xp[j];
+            if (v > m) {
+                m = v;
+                best = j;
+            }
+        }
+        y[i] = m;
+        arg[i] = (int32_t)best;
+    }
+}
+
+/* One thread per dx element: dy where the element is its row's arg, else 0. */
+__global__ void gmp_backward_kernel(float *__restrict__ dx, const float *__restrict__ dy,
+                                    const int32_t *__restrict__ arg, int64_t nc, int64_t hw)
+{
+    GA_GRID_STRIDE(t, nc * hw) {
+        const int64_t row = t / hw;
+        dx[t] = t % hw == arg[row] ? dy[row] : 0.0f;
+    }
+}
+
 /* y may alias a or b: no __restrict__. */
 __global__ void add_kernel(float *y, const float *a, const float *b, int64_t n)
 {
@@ -235,6 +265,38 @@ ga_status ga_global_avgpool_backward_cuda(float *dx, const float *dy, int64_t nc
     GA_TRY(ga_cuda_stream(&s));
     GA_LAUNCH(ga_cuda_blocks(nc * hw, kThreads), kThreads, 0, s, gap_backward_kernel)(dx, dy, nc, hw, 1.0f / (float)hw);
     GA_CUDA_LAUNCH("gap_backward_kernel");
+    return GA_OK;
+}
+
+/* x (nc, hw) -> y (nc), arg (nc) */
+ga_status ga_global_maxpool_forward_cuda(float *y, int32_t *arg, const float *x, int64_t nc, int64_t hw)
+{
+    GA_TRY(ga_check_rows("global_max_pool2d", nc, hw));
+    GA_CHECK_PTR(y, nc);
+    GA_CHECK_PTR(arg, nc);
+    GA_CHECK_PTR(x, nc * hw);
+    if (nc == 0)
+        return GA_OK;
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    GA_LAUNCH(ga_cuda_blocks(nc, kThreads), kThreads, 0, s, gmp_forward_kernel)(y, arg, x, nc, hw);
+    GA_CUDA_LAUNCH("gmp_forward_kernel");
+    return GA_OK;
+}
+
+/* dy, arg (nc) -> dx (nc, hw), overwritten */
+ga_status ga_global_maxpool_backward_cuda(float *dx, const float *dy, const int32_t *arg, int64_t nc, int64_t hw)
+{
+    GA_TRY(ga_check_rows("global_max_pool2d_backward", nc, hw));
+    GA_CHECK_PTR(dx, nc * hw);
+    GA_CHECK_PTR(dy, nc);
+    GA_CHECK_PTR(arg, nc);
+    if (nc == 0)
+        return GA_OK;
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    GA_LAUNCH(ga_cuda_blocks(nc * hw, kThreads), kThreads, 0, s, gmp_backward_kernel)(dx, dy, arg, nc, hw);
+    GA_CUDA_LAUNCH("gmp_backward_kernel");
     return GA_OK;
 }
 

@@ -13,7 +13,8 @@
 #include "core/rng.h"
 
 extern const ga_layer_ops ga_conv2d_layer, ga_maxpool2d_layer, ga_flatten_layer, ga_dense_layer, ga_dropout_layer,
-    ga_activation_layer, ga_batchnorm_layer, ga_global_avgpool_layer, ga_res_begin_layer, ga_res_end_layer;
+    ga_activation_layer, ga_batchnorm_layer, ga_global_avgpool_layer, ga_res_begin_layer, ga_res_end_layer,
+    ga_avgpool2d_layer, ga_global_maxpool_layer;
 
 const ga_layer_ops *const ga_layer_table[GA_LAYER_KINDS] = {
     [GA_LAYER_CONV2D] = &ga_conv2d_layer,
@@ -26,6 +27,8 @@ const ga_layer_ops *const ga_layer_table[GA_LAYER_KINDS] = {
     [GA_LAYER_GLOBAL_AVGPOOL] = &ga_global_avgpool_layer,
     [GA_LAYER_RES_BEGIN] = &ga_res_begin_layer,
     [GA_LAYER_RES_END] = &ga_res_end_layer,
+    [GA_LAYER_AVGPOOL2D] = &ga_avgpool2d_layer,
+    [GA_LAYER_GLOBAL_MAXPOOL] = &ga_global_maxpool_layer,
 };
 
 const char *ga_layer_kind_name(int kind)

@@ -22,6 +22,8 @@ typedef enum {
     GA_LAYER_GLOBAL_AVGPOOL, /* (C, H, W) -> (C, 1, 1) */
     GA_LAYER_RES_BEGIN,      /* residual block: remembers its input (the skip) */
     GA_LAYER_RES_END,        /* residual block: y = act(branch + skip (or 1x1 projection of it)) */
+    GA_LAYER_AVGPOOL2D,      /* window means, the MaxPool2D geometry */
+    GA_LAYER_GLOBAL_MAXPOOL, /* (C, H, W) -> (C, 1, 1) maxima, argmax kept */
     GA_LAYER_KINDS
 } ga_layer_kind;
 
@@ -72,7 +74,7 @@ typedef struct {
     int64_t w_off, nw, b_off, nb; /* weights and bias inside the parameter block */
     float *y;                     /* output buffer (cap samples); NULL for views */
     float *col;                   /* conv: im2col of the input, kept for backward */
-    int32_t *arg;                 /* max-pool: argmax indices */
+    int32_t *arg;                 /* max-pool, global max-pool: argmax indices */
     float *mask;                  /* dropout: the scaled keep mask */
     float *z;                     /* the pre-activation, kept when the activation's
                                      derivative needs it (gelu, silu: ga_act_needs_z) */

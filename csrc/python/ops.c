@@ -380,20 +380,20 @@ static PyObject *op_conv2d_backward(PyObject *self, PyObject *args)
 
 /* ---------------------------------------------------------------- pooling */
 
-static int pool_geometry(ga_pool_shape *s, const op_in *x, long size, long stride)
+static int pool_geometry(ga_pool_shape *s, const op_in *x, long size, long stride, const char *op)
 {
     if (size < 1 || stride < 1 || size > INT32_MAX || stride > INT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "max_pool2d: size and stride must be in [1, 2^31)");
+        PyErr_Format(PyExc_ValueError, "%s: size and stride must be in [1, 2^31)", op);
         return -1;
     }
     *s = (ga_pool_shape){.n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
                          .size = size, .stride = stride};
     if (s->n == 0) {
-        PyErr_SetString(PyExc_ValueError, "max_pool2d: empty batch");
+        PyErr_Format(PyExc_ValueError, "%s: empty batch", op);
         return -1;
     }
     if (s->c <= 0 || size > s->h || size > s->w) {
-        PyErr_Format(PyExc_ValueError, "max_pool2d: window %ld does not fit the input %lldx%lld", size,
+        PyErr_Format(PyExc_ValueError, "%s: window %ld does not fit the input %lldx%lld", op, size,
                      (long long)s->h, (long long)s->w);
         return -1;
     }
@@ -402,54 +402,69 @@ static int pool_geometry(ga_pool_shape *s, const op_in *x, long size, long strid
     return 0;
 }
 
-/* max_pool2d(x, size, stride, device) -> y; with dy given -> dx. */
-static PyObject *pool_op(PyObject *args, int backward)
+/* max_pool2d / avg_pool2d(x, size, stride, device) -> y; with dy given -> dx
+ * (the max pool runs its forward again for the argmax; the average pool needs
+ * only x's shape). */
+static PyObject *pool_op(PyObject *args, int backward, int avg)
 {
+    static const char *const names[2][2] = {{"max_pool2d", "max_pool2d_backward"},
+                                            {"avg_pool2d", "avg_pool2d_backward"}};
+    const char *op = names[avg][backward];
     PyObject *xo, *dyo = NULL;
     long size, stride;
     const char *device;
     op_call k;
-    int ok = backward ? PyArg_ParseTuple(args, "OOlls:max_pool2d_backward", &xo, &dyo, &size, &stride, &device)
-                      : PyArg_ParseTuple(args, "Olls:max_pool2d", &xo, &size, &stride, &device);
+    int ok = backward ? PyArg_ParseTuple(args, "OOlls", &xo, &dyo, &size, &stride, &device)
+                      : PyArg_ParseTuple(args, "Olls", &xo, &size, &stride, &device);
     if (!ok || call_begin(&k, device) < 0)
         return NULL;
     const op_in *x, *dy = NULL;
     if (!(x = call_in(&k, xo, "x", 4)))
         FAIL;
     ga_pool_shape s;
-    if (pool_geometry(&s, x, size, stride) < 0)
+    if (pool_geometry(&s, x, size, stride, names[avg][0]) < 0)
         FAIL;
     int64_t yshape[4] = {s.n, s.c, s.p, s.q};
     const size_t ny = (size_t)(s.n * s.c * s.p * s.q);
-    if (backward) {
-        if (!(dy = call_in(&k, dyo, "dy", 4)))
+    float *y, *dx;
+    if (!backward) {
+        if (call_out(&k, &y, 4, yshape) < 0)
             FAIL;
-        if (memcmp(dy->shape, yshape, sizeof yshape) != 0) {
-            PyErr_Format(PyExc_ValueError, "max_pool2d_backward: dy must have shape (%lld, %lld, %lld, %lld)",
-                         (long long)s.n, (long long)s.c, (long long)s.p, (long long)s.q);
-            FAIL;
+        if (avg) {
+            RUN(&k, BE->avgpool_forward(y, x->ptr, &s));
+        } else {
+            int32_t *arg;
+            if (call_scratch(&k, &arg, ny * sizeof(int32_t)) < 0)
+                FAIL;
+            RUN(&k, BE->maxpool_forward(y, arg, x->ptr, &s));
         }
+        return call_end(&k, 1);
     }
-    int32_t *arg;
-    float *y;
-    if (call_scratch(&k, &arg, ny * sizeof(int32_t)) < 0)
+    if (!(dy = call_in(&k, dyo, "dy", 4)))
         FAIL;
-    if (backward) { /* the forward again, for its argmax */
-        float *dx;
-        if (call_scratch(&k, &y, ny * sizeof(float)) < 0 || call_out(&k, &dx, 4, x->shape) < 0)
+    if (memcmp(dy->shape, yshape, sizeof yshape) != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: dy must have shape (%lld, %lld, %lld, %lld)", op, (long long)s.n,
+                     (long long)s.c, (long long)s.p, (long long)s.q);
+        FAIL;
+    }
+    if (call_out(&k, &dx, 4, x->shape) < 0)
+        FAIL;
+    if (avg) {
+        RUN(&k, BE->avgpool_backward(dx, dy->ptr, &s));
+    } else {
+        int32_t *arg;
+        if (call_scratch(&k, &arg, ny * sizeof(int32_t)) < 0 || call_scratch(&k, &y, ny * sizeof(float)) < 0)
             FAIL;
         RUN(&k, BE->maxpool_forward(y, arg, x->ptr, &s));
         RUN(&k, BE->maxpool_backward(dx, dy->ptr, arg, &s));
-    } else {
-        if (call_out(&k, &y, 4, yshape) < 0)
-            FAIL;
-        RUN(&k, BE->maxpool_forward(y, arg, x->ptr, &s));
     }
     return call_end(&k, 1);
 }
 
-static PyObject *op_max_pool2d(PyObject *self, PyObject *args) { return pool_op(args, 0); }
-static PyObject *op_max_pool2d_backward(PyObject *self, PyObject *args) { return pool_op(args, 1); }
+static PyObject *op_max_pool2d(PyObject *self, PyObject *args) { return pool_op(args, 0, 0); }
+static PyObject *op_max_pool2d_backward(PyObject *self, PyObject *args) { return pool_op(args, 1, 0); }
+static PyObject *op_avg_pool2d(PyObject *self, PyObject *args) { return pool_op(args, 0, 1); }
+static PyObject *op_avg_pool2d_backward(PyObject *self, PyObject *args) { return pool_op(args, 1, 1); }
 
 /* x (N, C, H, W) as (nc, hw) planes: -1 with ValueError when empty. */
 static int planes_of(const op_in *x, const char *op, int64_t *nc, int64_t *hw)
@@ -463,44 +478,61 @@ static int planes_of(const op_in *x, const char *op, int64_t *nc, int64_t *hw)
     return 0;
 }
 
-/* global_avg_pool2d(x) -> y (N, C); with dy (N, C) given -> dx (N, C, H, W). */
-static PyObject *global_avgpool_op(PyObject *args, int backward)
+/* global_avg_pool2d / global_max_pool2d(x) -> y (N, C); with dy (N, C) given
+ * -> dx (N, C, H, W) (the max runs its forward again for the argmax). */
+static PyObject *global_pool_op(PyObject *args, int backward, int max)
 {
+    static const char *const names[2][2] = {{"global_avg_pool2d", "global_avg_pool2d_backward"},
+                                            {"global_max_pool2d", "global_max_pool2d_backward"}};
+    const char *op = names[max][backward];
     PyObject *xo, *dyo = NULL;
     const char *device;
     op_call k;
-    int ok = backward ? PyArg_ParseTuple(args, "OOs:global_avg_pool2d_backward", &xo, &dyo, &device)
-                      : PyArg_ParseTuple(args, "Os:global_avg_pool2d", &xo, &device);
+    int ok = backward ? PyArg_ParseTuple(args, "OOs", &xo, &dyo, &device) : PyArg_ParseTuple(args, "Os", &xo, &device);
     if (!ok || call_begin(&k, device) < 0)
         return NULL;
     const op_in *x, *dy = NULL;
     int64_t nc, hw;
-    if (!(x = call_in(&k, xo, "x", 4)) || planes_of(x, "global_avg_pool2d", &nc, &hw) < 0)
+    if (!(x = call_in(&k, xo, "x", 4)) || planes_of(x, names[max][0], &nc, &hw) < 0)
         FAIL;
     const int64_t yshape[2] = {x->shape[0], x->shape[1]};
-    if (backward) {
-        if (!(dy = call_in(&k, dyo, "dy", 2)))
-            FAIL;
-        if (dy->shape[0] != yshape[0] || dy->shape[1] != yshape[1]) {
-            PyErr_Format(PyExc_ValueError, "global_avg_pool2d_backward: dy must have shape (%lld, %lld)",
-                         (long long)yshape[0], (long long)yshape[1]);
-            FAIL;
-        }
-        float *dx;
-        if (call_out(&k, &dx, 4, x->shape) < 0)
-            FAIL;
-        RUN(&k, BE->global_avgpool_backward(dx, dy->ptr, nc, hw));
-    } else {
-        float *y;
+    float *y, *dx;
+    int32_t *arg = NULL;
+    if (max && call_scratch(&k, &arg, (size_t)nc * sizeof(int32_t)) < 0)
+        FAIL;
+    if (!backward) {
         if (call_out(&k, &y, 2, yshape) < 0)
             FAIL;
-        RUN(&k, BE->global_avgpool_forward(y, x->ptr, nc, hw));
+        if (max)
+            RUN(&k, BE->global_maxpool_forward(y, arg, x->ptr, nc, hw));
+        else
+            RUN(&k, BE->global_avgpool_forward(y, x->ptr, nc, hw));
+        return call_end(&k, 1);
+    }
+    if (!(dy = call_in(&k, dyo, "dy", 2)))
+        FAIL;
+    if (dy->shape[0] != yshape[0] || dy->shape[1] != yshape[1]) {
+        PyErr_Format(PyExc_ValueError, "%s: dy must have shape (%lld, %lld)", op, (long long)yshape[0],
+                     (long long)yshape[1]);
+        FAIL;
+    }
+    if (call_out(&k, &dx, 4, x->shape) < 0)
+        FAIL;
+    if (max) {
+        if (call_scratch(&k, &y, (size_t)nc * sizeof(float)) < 0)
+            FAIL;
+        RUN(&k, BE->global_maxpool_forward(y, arg, x->ptr, nc, hw));
+        RUN(&k, BE->global_maxpool_backward(dx, dy->ptr, arg, nc, hw));
+    } else {
+        RUN(&k, BE->global_avgpool_backward(dx, dy->ptr, nc, hw));
     }
     return call_end(&k, 1);
 }
 
-static PyObject *op_global_avg_pool2d(PyObject *self, PyObject *args) { return global_avgpool_op(args, 0); }
-static PyObject *op_global_avg_pool2d_backward(PyObject *self, PyObject *args) { return global_avgpool_op(args, 1); }
+static PyObject *op_global_avg_pool2d(PyObject *self, PyObject *args) { return global_pool_op(args, 0, 0); }
+static PyObject *op_global_avg_pool2d_backward(PyObject *self, PyObject *args) { return global_pool_op(args, 1, 0); }
+static PyObject *op_global_max_pool2d(PyObject *self, PyObject *args) { return global_pool_op(args, 0, 1); }
+static PyObject *op_global_max_pool2d_backward(PyObject *self, PyObject *args) { return global_pool_op(args, 1, 1); }
 
 /* ---------------------------------------------------------------- batch norm */
 
@@ -839,5 +871,9 @@ PyMethodDef ga_ops_methods[] = {
     {"op_softmax_cross_entropy", op_softmax_xent, METH_VARARGS, NULL},
     {"op_sgd_step", op_sgd_step, METH_VARARGS, NULL},
     {"op_adam_step", op_adam_step, METH_VARARGS, NULL},
+    {"op_avg_pool2d", op_avg_pool2d, METH_VARARGS, NULL},
+    {"op_avg_pool2d_backward", op_avg_pool2d_backward, METH_VARARGS, NULL},
+    {"op_global_max_pool2d", op_global_max_pool2d, METH_VARARGS, NULL},
+    {"op_global_max_pool2d_backward", op_global_max_pool2d_backward, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

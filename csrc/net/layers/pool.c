@@ -1,6 +1,8 @@
 /* Pooling: MaxPool2D (window, stride, no padding; argmax indices kept for
- * backward) and GlobalAveragePooling2D ((C, H, W) -> (C, 1, 1)). A max pool
- * after a fused Conv2D (conv.c) runs the two layers as one kernel. */
+ * backward), AveragePooling2D (the same windows, means), and the global
+ * GlobalAveragePooling2D and GlobalMaxPooling2D ((C, H, W) -> (C, 1, 1); the
+ * max keeps its argmax per channel). A max pool after a fused Conv2D
+ * (conv.c) runs the two layers as one kernel. */
 #include "net/layer.h"
 
 static ga_pool_shape pool_shape(const ga_layer *l, int64_t n)
@@ -17,16 +19,17 @@ static int after_fused_conv(const ga_net *net, const ga_layer *l)
     return l > net->layers && l[-1].fused_pool;
 }
 
-static ga_status maxpool_infer(ga_net *net, ga_layer *l, int i)
+/* Max and average pooling: the same window geometry. */
+static ga_status pool_infer(ga_net *net, ga_layer *l, int i)
 {
     (void)net;
     const ga_layer_spec *sp = &l->spec;
     const int64_t h = l->in[1], w = l->in[2];
     if (sp->kernel_h <= 0 || sp->stride <= 0)
-        return ga_fail(GA_ERR_VALUE, "layer %d (MaxPool2D): pool size and stride must be positive", i);
+        return ga_fail(GA_ERR_VALUE, "layer %d (%s): pool size and stride must be positive", i, l->ops->name);
     if (sp->kernel_h > h || sp->kernel_h > w)
-        return ga_fail(GA_ERR_VALUE, "layer %d (MaxPool2D): pool size %lld is larger than its input %lldx%lld", i,
-                       (long long)sp->kernel_h, (long long)h, (long long)w);
+        return ga_fail(GA_ERR_VALUE, "layer %d (%s): pool size %lld is larger than its input %lldx%lld", i,
+                       l->ops->name, (long long)sp->kernel_h, (long long)h, (long long)w);
     l->out[0] = l->in[0];
     l->out[1] = (h - sp->kernel_h) / sp->stride + 1;
     l->out[2] = (w - sp->kernel_h) / sp->stride + 1;
@@ -79,10 +82,43 @@ const ga_layer_ops ga_maxpool2d_layer = {
     .kind = "maxpool2d",
     .name = "MaxPool2D",
     .keys = {"kernel_h", "kernel_w", "stride"},
-    .infer = maxpool_infer,
+    .infer = pool_infer,
     .reserve = maxpool_reserve,
     .forward = maxpool_layer_forward,
     .backward = maxpool_layer_backward,
+};
+
+static ga_status avgpool_layer_forward(ga_net *net, ga_layer *l, int64_t n, int training, const float *in,
+                                       float **y)
+{
+    (void)training;
+    ga_pool_shape ps = pool_shape(l, n);
+    BE(net, avgpool_forward(*y, in, &ps));
+    return GA_OK;
+}
+
+static ga_status avgpool_layer_backward(ga_net *net, ga_layer *l, int64_t n, int training, int lowest, int need_dx,
+                                        float *g, float *spare, int *moved)
+{
+    (void)training;
+    (void)lowest;
+    *moved = need_dx;
+    if (need_dx) {
+        ga_pool_shape ps = pool_shape(l, n);
+        BE(net, avgpool_backward(spare, g, &ps));
+    }
+    return GA_OK;
+}
+
+/* No fuse_next partner: conv.c fuses a conv only with a max pool. */
+const ga_layer_ops ga_avgpool2d_layer = {
+    .kind = "avgpool2d",
+    .name = "AveragePooling2D",
+    .keys = {"kernel_h", "kernel_w", "stride"},
+    .infer = pool_infer,
+    .reserve = ga_layer_reserve_output,
+    .forward = avgpool_layer_forward,
+    .backward = avgpool_layer_backward,
 };
 
 static ga_status gap_infer(ga_net *net, ga_layer *l, int i)
@@ -119,4 +155,45 @@ const ga_layer_ops ga_global_avgpool_layer = {
     .reserve = ga_layer_reserve_output,
     .forward = gap_forward,
     .backward = gap_backward,
+};
+
+static ga_status gmp_infer(ga_net *net, ga_layer *l, int i)
+{
+    if (l->in[1] * l->in[2] > INT32_MAX)
+        return ga_fail(GA_ERR_VALUE, "layer %d (GlobalMaxPooling2D): h*w does not fit the int32 argmax", i);
+    return gap_infer(net, l, i);
+}
+
+static ga_status gmp_reserve(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
+{
+    *ws = 0;
+    BE(net, alloc((void **)&l->arg, (size_t)(n * l->in[0]) * sizeof(int32_t)));
+    return ga_net_alloc_floats(net, &l->y, n * per_sample(l->out));
+}
+
+static ga_status gmp_forward(ga_net *net, ga_layer *l, int64_t n, int training, const float *in, float **y)
+{
+    (void)training;
+    BE(net, global_maxpool_forward(*y, l->arg, in, n * l->in[0], l->in[1] * l->in[2]));
+    return GA_OK;
+}
+
+static ga_status gmp_backward(ga_net *net, ga_layer *l, int64_t n, int training, int lowest, int need_dx, float *g,
+                              float *spare, int *moved)
+{
+    (void)training;
+    (void)lowest;
+    *moved = need_dx;
+    if (need_dx)
+        BE(net, global_maxpool_backward(spare, g, l->arg, n * l->in[0], l->in[1] * l->in[2]));
+    return GA_OK;
+}
+
+const ga_layer_ops ga_global_maxpool_layer = {
+    .kind = "global_maxpool",
+    .name = "GlobalMaxPooling2D",
+    .infer = gmp_infer,
+    .reserve = gmp_reserve,
+    .forward = gmp_forward,
+    .backward = gmp_backward,
 };
