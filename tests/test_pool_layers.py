@@ -124,3 +124,35 @@ def test_model_trains_and_round_trips(device, tmp_path):
         np.testing.assert_array_equal(loaded.predict(x), m.predict(x))
     if device != "cpu":
         np.testing.assert_allclose(losses[device], losses["cpu"], rtol=1e-4)
+
+
+def test_layers_in_a_network_match_float64_backprop(device):
+    """Inside the engine: AveragePooling2D -> Conv2D(tanh) -> GlobalMaxPooling2D -> Dense, its
+    output, input gradient and weight gradients against float64 backpropagation."""
+    g = np.random.default_rng(7)
+    x = f32(g.standard_normal((3, 2, 10, 10)))
+    m = ga.Sequential([AveragePooling2D(2), Conv2D(4, 3, padding=1, activation="tanh"), GlobalMaxPooling2D(),
+                       Dense(5)], input_shape=(2, 10, 10), seed=3)
+    m.compile(optimizer=ga.optimizers.SGD(0.0), device=device)
+    cw, cb, dw, db = (a.astype(np.float64) for a in m.get_weights())
+    dout = f32(g.standard_normal((3, 5)))
+    out = m._net.forward(x, True)
+    dx, grads = m._net.backward(dout)
+    p = avg_ref(x, 2)
+    a = np.tanh(ref.conv2d(p, cw, cb, 1, 1))
+    flat = a.reshape(3, 4, -1)
+    arg = flat.argmax(axis=2)
+    gmax = np.take_along_axis(flat, arg[..., None], 2)[..., 0]
+    assert_close(out, ref.dense(gmax, dw, db), np.abs(gmax) @ np.abs(dw).T + np.abs(db), 1e-4, atol=1e-6,
+                 what="out")
+    dg, ddw, ddb = ref.dense_backward(gmax, dw, dout.astype(np.float64))
+    da = np.zeros_like(flat)
+    np.put_along_axis(da, arg[..., None], dg[..., None], 2)
+    dz = da.reshape(a.shape) * (1.0 - a * a)
+    dp, dcw, dcb = ref.conv2d_backward(p, cw, dz, 1, 1)
+    want_dx = avg_backward_ref(x, dp, 2)
+    assert_close(dx, want_dx, np.abs(want_dx) + 1e-3, 1e-3, atol=1e-6, what="dx")
+    offs = np.cumsum([0] + [w.size for w in (cw, cb, dw, db)])
+    for i, (want, what) in enumerate(zip((dcw, dcb, ddw, ddb), ("conv w", "conv b", "dense w", "dense b"))):
+        got = grads[offs[i]:offs[i + 1]].reshape(want.shape)
+        assert_close(got, want, np.abs(want) + 1e-3, 1e-3, atol=1e-6, what=what)
