@@ -386,3 +386,16 @@ def test_bad_specs_are_clear_errors():
         ga._C.Net([{"kind": "flatten"}, {"kind": "dense", "units": 2, "activation": 1}], (1, 2, 2), "cpu", 0)
     with pytest.raises(ValueError, match="unknown spec key 'relu'"):
         ga._C.Net([{"kind": "flatten"}, {"kind": "dense", "units": 2, "relu": True}], (1, 2, 2), "cpu", 0)
+
+
+def test_a_model_saved_before_the_redesign_loads():
+    """tests/data/model_8eb229b.npz was saved by commit 8eb229b (the `int relu` engine):
+    Conv2D(relu), MaxPool2D, BatchNormalization, a Residual with a ReLU layer inside,
+    GlobalAveragePooling2D, Dense(relu), Dropout, Dense, trained two epochs. It loads, and
+    predicts what it predicted then (same kernels, same order: the same bits)."""
+    import os
+
+    data = os.path.join(os.path.dirname(__file__), "data")
+    m = ga.models.load(os.path.join(data, "model_8eb229b.npz"))
+    io = np.load(os.path.join(data, "model_8eb229b_io.npz"))
+    np.testing.assert_allclose(m.predict(io["x"]), io["y"], rtol=1e-6, atol=1e-7)
