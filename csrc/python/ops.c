@@ -414,8 +414,10 @@ static PyObject *pool_op(PyObject *args, int backward, int avg)
     long size, stride;
     const char *device;
     op_call k;
-    int ok = backward ? PyArg_ParseTuple(args, "OOlls", &xo, &dyo, &size, &stride, &device)
-                      : PyArg_ParseTuple(args, "Olls", &xo, &size, &stride, &device);
+    static const char *const formats[2][2] = {{"Olls:max_pool2d", "OOlls:max_pool2d_backward"},
+                                              {"Olls:avg_pool2d", "OOlls:avg_pool2d_backward"}};
+    int ok = backward ? PyArg_ParseTuple(args, formats[avg][1], &xo, &dyo, &size, &stride, &device)
+                      : PyArg_ParseTuple(args, formats[avg][0], &xo, &size, &stride, &device);
     if (!ok || call_begin(&k, device) < 0)
         return NULL;
     const op_in *x, *dy = NULL;
@@ -488,7 +490,10 @@ static PyObject *global_pool_op(PyObject *args, int backward, int max)
     PyObject *xo, *dyo = NULL;
     const char *device;
     op_call k;
-    int ok = backward ? PyArg_ParseTuple(args, "OOs", &xo, &dyo, &device) : PyArg_ParseTuple(args, "Os", &xo, &device);
+    static const char *const formats[2][2] = {{"Os:global_avg_pool2d", "OOs:global_avg_pool2d_backward"},
+                                              {"Os:global_max_pool2d", "OOs:global_max_pool2d_backward"}};
+    int ok = backward ? PyArg_ParseTuple(args, formats[max][1], &xo, &dyo, &device)
+                      : PyArg_ParseTuple(args, formats[max][0], &xo, &device);
     if (!ok || call_begin(&k, device) < 0)
         return NULL;
     const op_in *x, *dy = NULL;
