@@ -6,6 +6,11 @@ inputs live, else 'cpu'). NumPy in, NumPy out; Tensors in, Tensors out.
 Layouts follow PyTorch: images NCHW, conv weights (K, C, R, S), dense weights
 (out, in). ``kernel`` picks the implementation: 'auto' (the tuned one), 'ref'
 (the simple reference kept beside it) or, for matmul on a GPU, 'cublas'.
+Convolutions have several algorithms (:data:`CONV_KERNELS`): 'im2col'
+(im2col + GEMM), 'winograd2' / 'winograd4' (Winograd F(2x2, 3x3) / F(4x4, 3x3),
+CPU only, 3x3 kernels at stride 1 with padding <= 2; 'winograd' is
+'winograd4') and 'ref'; there 'auto' measures the candidates once per shape and
+thread count and keeps the fastest (``GPUACCEL_CONV_KERNEL`` forces one).
 """
 import numpy as np
 
@@ -13,6 +18,8 @@ from . import _C
 from ._device import resolve
 
 _VARIANTS = {"auto": 0, "fast": 0, "ref": 1, "cublas": 2}
+#: The convolution algorithms by name (the table lives in C: core/backend.h).
+CONV_KERNELS = tuple(_C.CONV_KERNELS)
 
 
 def _device_of(device, *inputs):
@@ -30,6 +37,12 @@ def _variant(kernel, device):
     if kernel == "cublas" and not device.startswith("cuda"):
         raise ValueError("kernel='cublas' needs a CUDA device")
     return _VARIANTS[kernel]
+
+
+def _conv_variant(kernel):
+    if kernel not in _C.CONV_KERNELS:
+        raise ValueError(f"unknown convolution kernel {kernel!r}: expected one of {list(CONV_KERNELS)}")
+    return _C.CONV_KERNELS[kernel]
 
 
 def _int(value, name):
@@ -85,14 +98,14 @@ def conv2d(x, w, b=None, stride=1, padding=0, activation=None, alpha=None, devic
     dev = _device_of(device, x, w, b)
     stride = _int(stride, "stride")
     kind, alpha = _act(activation, alpha)
-    return _C.op_conv2d(x, w, b, stride, _conv_padding(padding, w, stride), kind, alpha, dev, _variant(kernel, dev))
+    return _C.op_conv2d(x, w, b, stride, _conv_padding(padding, w, stride), kind, alpha, dev, _conv_variant(kernel))
 
 
 def conv2d_backward(x, w, dy, stride=1, padding=0, device=None, kernel="auto"):
     """Gradients of conv2d: returns (dx, dw, db) for the upstream gradient dy (N,K,P,Q)."""
     dev = _device_of(device, x, w, dy)
     stride = _int(stride, "stride")
-    return _C.op_conv2d_backward(x, w, dy, stride, _conv_padding(padding, w, stride), dev, _variant(kernel, dev))
+    return _C.op_conv2d_backward(x, w, dy, stride, _conv_padding(padding, w, stride), dev, _conv_variant(kernel))
 
 
 def max_pool2d(x, size=2, stride=None, device=None):

@@ -14,7 +14,7 @@ void ga_host_free(void *p);
 
 /* A block of at least `floats` floats owned by the calling thread and reused by
  * its later calls with the same slot (contents not kept across growth). */
-enum { GA_SCRATCH_GEMM = 0, GA_SCRATCH_CONV = 1, GA_SCRATCH_SLOTS = 2 };
+enum { GA_SCRATCH_GEMM = 0, GA_SCRATCH_CONV = 1, GA_SCRATCH_WINOGRAD = 2, GA_SCRATCH_WINOGRAD_FILTER = 3, GA_SCRATCH_SLOTS = 4 };
 ga_status ga_thread_scratch(int slot, size_t floats, float **out);
 
 #endif

@@ -20,14 +20,34 @@
 #include "act.h"
 #include "status.h"
 
-#define GA_BACKEND_ABI 7
+#define GA_BACKEND_ABI 8
 
 /* Kernel variants, selectable for tests and benchmarks. */
 enum {
     GA_VARIANT_FAST = 0, /* the tuned kernel (default)                      */
     GA_VARIANT_REF = 1,  /* the simple reference kernel kept beside it      */
-    GA_VARIANT_BLAS = 2  /* vendor library (cuBLAS); CUDA only              */
+    GA_VARIANT_BLAS = 2, /* vendor library (cuBLAS); CUDA only              */
+    /* convolution only, CPU only: Winograd F(2x2, 3x3) and F(4x4, 3x3) for 3x3,
+     * stride-1 convolutions with padding <= 2 (cpu/winograd_cpu.h) */
+    GA_VARIANT_WINOGRAD2 = 3,
+    GA_VARIANT_WINOGRAD4 = 4,
+    GA_VARIANTS = 5
 };
+
+/* The convolution algorithms by the names of Python's kernel= (ops.conv2d and
+ * Conv2D): a variant's first name is the one reports use; GA_CONV_AUTO asks
+ * the device's conv2d_choose (measured once per shape). */
+#define GA_CONV_AUTO (-1)
+typedef struct {
+    const char *name;
+    int variant;
+} ga_conv_kernel_name;
+#define GA_CONV_KERNEL_NAMES                                                                   \
+    {                                                                                          \
+        {"auto", GA_CONV_AUTO}, {"im2col", GA_VARIANT_FAST}, {"winograd2", GA_VARIANT_WINOGRAD2}, \
+            {"winograd4", GA_VARIANT_WINOGRAD4}, {"winograd", GA_VARIANT_WINOGRAD4}, {"ref", GA_VARIANT_REF}  \
+    }
+#define GA_CONV_KERNEL_COUNT 6
 
 /* Convolution geometry. x (n, c, h, w), w (k, c, r, s), y (n, k, p, q) with
  * p = (h + 2 pad - r) / stride + 1, q = (w + 2 pad - s) / stride + 1. */
@@ -45,6 +65,13 @@ typedef struct {
     int64_t size, stride;
     int64_t p, q;
 } ga_pool_shape;
+
+/* 1 when the Winograd variants apply to s: a 3x3 kernel, stride 1, padding 0,
+ * 1 or 2 (the data gradient is the same correlation on dy, padded 2 - pad). */
+static inline int ga_winograd_shape(const ga_conv_shape *s)
+{
+    return s->r == 3 && s->s == 3 && s->stride == 1 && s->pad >= 0 && s->pad <= 2;
+}
 
 /* Scratch sizes (in floats) the conv kernels need, same on every device. */
 static inline int64_t ga_conv_col_floats(const ga_conv_shape *s)

@@ -25,7 +25,9 @@
 #endif
 
 #include "core/alloc.h"
+#include "cpu/conv_cpu.h"
 #include "cpu/omp_util.h"
+#include "cpu/winograd_cpu.h"
 
 
 
@@ -244,25 +246,15 @@ static ga_status conv_backward_ref(float *dx, float *dw, float *db, const float 
 
 /* ---- fast: chunks of images, one thread per chunk ---- */
 
-/* How one fast call splits the batch: nt threads take chunks of `chunk`
- * images round-robin, each with its own slice of col and ws (so nt * chunk
- * <= n: the slices fit in the buffers sized for the whole batch). */
-typedef struct {
-    int nt;
-    int64_t chunk, nchunks;
-} chunk_plan;
-
-#define MAX_CHUNK_THREADS 256
-
 /* The default chunk keeps a thread's working set (`floats_per_image` per image)
  * near 1 MiB, one core's L2 on the 2-core EPYC it was tuned on (there it was as
  * fast as the best fixed size, 2-8 images, and 15% faster than 16 images);
  * GPUACCEL_CONV_CHUNK=<images> overrides it (tests, tuning). */
-static chunk_plan plan_chunks(const ga_conv_shape *s, int64_t floats_per_image)
+ga_conv_chunks ga_conv_plan_chunks(const ga_conv_shape *s, int64_t floats_per_image)
 {
-    chunk_plan pl;
+    ga_conv_chunks pl;
     int64_t nt = ga_get_num_threads();
-    nt = nt < 1 ? 1 : nt > MAX_CHUNK_THREADS ? MAX_CHUNK_THREADS : nt;
+    nt = nt < 1 ? 1 : nt > GA_CONV_MAX_THREADS ? GA_CONV_MAX_THREADS : nt;
     nt = nt < s->n ? nt : s->n;
     int64_t chunk = 0;
     const char *env = getenv("GPUACCEL_CONV_CHUNK");
@@ -280,7 +272,7 @@ static chunk_plan plan_chunks(const ga_conv_shape *s, int64_t floats_per_image)
     return pl;
 }
 
-static int thread_id(void)
+int ga_conv_thread_id(void)
 {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -289,7 +281,7 @@ static int thread_id(void)
 #endif
 }
 
-static int team_size(void)
+int ga_conv_team_size(void)
 {
 #ifdef _OPENMP
     return omp_get_num_threads();
@@ -298,14 +290,7 @@ static int team_size(void)
 #endif
 }
 
-/* A worker's failure, carried out of the parallel region (the message is
- * thread-local). */
-typedef struct {
-    ga_status st;
-    char msg[512];
-} region_error;
-
-static void keep_error(region_error *e, ga_status st)
+void ga_conv_keep_error(ga_conv_error *e, ga_status st)
 {
     if (st == GA_OK)
         return;
@@ -318,9 +303,8 @@ static void keep_error(region_error *e, ga_status st)
     }
 }
 
-/* ws (k, nb p q) -> y images [img0, img0 + nb) (n, k, p q), + bias, act. */
 GA_SIMD_CLONES
-static void store_output(float *y, const float *ws, const float *b, ga_act act, const ga_conv_shape *s,
+void ga_conv_store_output(float *y, const float *ws, const float *b, ga_act act, const ga_conv_shape *s,
                          int64_t img0, int64_t nb)
 {
     const int64_t pq = s->p * s->q, cpq = nb * pq;
@@ -333,11 +317,10 @@ static void store_output(float *y, const float *ws, const float *b, ga_act act, 
     }
 }
 
-/* ws (k, nb p q) -> + bias, act -> max pool -> y, arg of images [img0, img0 + nb).
- * Same first-maximum rule over the activated values as the max-pool kernel, so
+/* Same first-maximum rule over the activated values as the max-pool kernel, so
  * the pair gives the same y and arg as the two layers (a saturating tanh can
  * tie values its input told apart). The 2x2 row kernel does linear and ReLU. */
-static void store_pooled(float *y, int32_t *arg, const float *ws, const float *b, ga_act act,
+void ga_conv_store_pooled(float *y, int32_t *arg, const float *ws, const float *b, ga_act act,
                          const ga_conv_shape *s, const ga_pool_shape *ps, int64_t img0, int64_t nb)
 {
     const int64_t pq = s->p * s->q, cpq = nb * pq, ppq = ps->p * ps->q;
@@ -380,13 +363,13 @@ static ga_status forward_fast(float *y, int32_t *arg, const ga_pool_shape *ps, f
                               const ga_conv_shape *s)
 {
     const int64_t crs = s->c * s->r * s->s, pq = s->p * s->q;
-    const chunk_plan pl = plan_chunks(s, (crs + s->k) * pq);
-    region_error err = {GA_OK, ""};
+    const ga_conv_chunks pl = ga_conv_plan_chunks(s, (crs + s->k) * pq);
+    ga_conv_error err = {GA_OK, ""};
 #ifdef _OPENMP
 #pragma omp parallel num_threads(pl.nt) if (pl.nt > 1)
 #endif
     {
-        const int tid = thread_id(), nthr = team_size();
+        const int tid = ga_conv_thread_id(), nthr = ga_conv_team_size();
         float *my_col = col + tid * pl.chunk * pq * crs, *my_out = ws + tid * pl.chunk * pq * s->k;
         ga_status st = GA_OK;
         for (int64_t ci = tid; ci < pl.nchunks && st == GA_OK; ci += nthr) {
@@ -398,11 +381,11 @@ static ga_status forward_fast(float *y, int32_t *arg, const ga_pool_shape *ps, f
             if (st != GA_OK)
                 break;
             if (ps)
-                store_pooled(y, arg, my_out, b, act, s, ps, img0, nb);
+                ga_conv_store_pooled(y, arg, my_out, b, act, s, ps, img0, nb);
             else
-                store_output(y, my_out, b, act, s, img0, nb);
+                ga_conv_store_output(y, my_out, b, act, s, img0, nb);
         }
-        keep_error(&err, st);
+        ga_conv_keep_error(&err, st);
     }
     return err.st == GA_OK ? GA_OK : ga_fail(err.st, "%s", err.msg);
 }
@@ -437,12 +420,7 @@ static void scatter_pooled(float *dst, const float *dy, const float *y, const in
 #undef LOOP
 }
 
-/* dyt (k, nb p q) = the conv output gradient of images [img0, img0 + nb), and
- * db (k) = (first ? 0 : db) + its sums (db may be NULL). Without `ps`, dy
- * (n, k, p q) is that gradient (transposed here); with `ps`, dy (n, k, pp, pq)
- * is the gradient of the fused pool's output, scattered through arg and taken
- * through the activation at the pooled y. */
-static void gather_dy(float *dyt, float *db, int first, const float *dy, const float *ypool,
+void ga_conv_gather_dy(float *dyt, float *db, int first, const float *dy, const float *ypool,
                       const int32_t *arg, ga_act act, const ga_conv_shape *s, const ga_pool_shape *ps,
                       int64_t img0, int64_t nb)
 {
@@ -483,17 +461,17 @@ static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float
 {
     const int64_t crs = s->c * s->r * s->s, pq = s->p * s->q, nw = s->k * crs;
     const int64_t per_image = ((dw ? crs : 0) + (dx ? crs : 0) + s->k) * pq;
-    const chunk_plan pl = plan_chunks(s, per_image);
+    const ga_conv_chunks pl = ga_conv_plan_chunks(s, per_image);
     int mr, nr;
     ga_gemm_cpu_tile(&mr, &nr);
     const int dw_t = dw && round_up(crs, mr) * round_up(s->k, nr) < round_up(s->k, mr) * round_up(crs, nr);
-    float *partial[MAX_CHUNK_THREADS];
-    region_error err = {GA_OK, ""};
+    float *partial[GA_CONV_MAX_THREADS];
+    ga_conv_error err = {GA_OK, ""};
 #ifdef _OPENMP
 #pragma omp parallel num_threads(pl.nt) if (pl.nt > 1)
 #endif
     {
-        const int tid = thread_id(), nthr = team_size();
+        const int tid = ga_conv_thread_id(), nthr = ga_conv_team_size();
         float *my_dyt = ws + tid * pl.chunk * pq * (s->k + crs), *my_dcol = my_dyt + pl.chunk * pq * s->k;
         float *my_col = col + tid * pl.chunk * pq * crs;
         float *my_dw = dw, *my_db = db;
@@ -506,7 +484,7 @@ static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float
         for (int64_t ci = tid; ci < pl.nchunks && st == GA_OK; ci += nthr) {
             const int64_t img0 = ci * pl.chunk, nb = s->n - img0 < pl.chunk ? s->n - img0 : pl.chunk;
             const int64_t cpq = nb * pq, first = ci == tid;
-            gather_dy(my_dyt, dw ? my_db : NULL, (int)first, dy, ypool, arg, act, s, ps, img0, nb);
+            ga_conv_gather_dy(my_dyt, dw ? my_db : NULL, (int)first, dy, ypool, arg, act, s, ps, img0, nb);
             if (dw) {
                 im2col_images(my_col, cpq, x, s, img0, nb);
                 const float beta = first ? 0.0f : 1.0f;
@@ -527,7 +505,7 @@ static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float
                 col2im_images(dx, my_dcol, s, img0, nb);
             }
         }
-        keep_error(&err, st);
+        ga_conv_keep_error(&err, st);
         if (dw) {
 #ifdef _OPENMP
 #pragma omp barrier
@@ -550,6 +528,12 @@ static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float
     return err.st == GA_OK ? GA_OK : ga_fail(err.st, "%s", err.msg);
 }
 
+/* The tile size m of a Winograd variant, 0 for the others. */
+static int winograd_tile(int variant)
+{
+    return variant == GA_VARIANT_WINOGRAD2 ? 2 : variant == GA_VARIANT_WINOGRAD4 ? 4 : 0;
+}
+
 ga_status ga_conv2d_forward_cpu(float *y, float *col, float *ws, const float *x, const float *w,
                                 const float *b, ga_act act, const ga_conv_shape *s, int variant)
 {
@@ -561,6 +545,8 @@ ga_status ga_conv2d_forward_cpu(float *y, float *col, float *ws, const float *x,
         return ga_fail(GA_ERR_VALUE, "conv2d: NULL argument");
     if (variant == GA_VARIANT_REF)
         return conv_forward_ref(y, x, w, b, act, s);
+    if (winograd_tile(variant))
+        return ga_winograd_forward_cpu(y, NULL, NULL, x, w, b, act, s, winograd_tile(variant));
     if (variant != GA_VARIANT_FAST)
         return ga_fail(GA_ERR_VALUE, "conv2d: kernel variant %d is not available on the CPU", variant);
     if (!col || !ws)
@@ -582,10 +568,16 @@ ga_status ga_conv2d_backward_cpu(float *dx, float *dw, float *db, float *ws, con
             return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL x");
         return conv_backward_ref(dx, dw, db, x, w, dy, s);
     }
-    if (variant != GA_VARIANT_FAST)
+    if (variant != GA_VARIANT_FAST && !winograd_tile(variant))
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: kernel variant %d is not available on the CPU", variant);
     if (npq == 0)
         return conv_backward_ref(dx, dw, db, x, w, dy, s); /* empty batch: zero gradients */
+    if (winograd_tile(variant)) {
+        if (dw && !x)
+            return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL x");
+        return ga_winograd_backward_cpu(dx, dw, db, x, w, dy, NULL, NULL, (ga_act){GA_ACT_NONE, 0.0f}, s, NULL,
+                                        winograd_tile(variant));
+    }
     if (!ws || (dw && (!col || !x)))
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL x, workspace or col");
     return backward_fast(dx, dw, db, ws, col, x, w, dy, NULL, NULL, (ga_act){GA_ACT_NONE, 0.0f}, s, NULL);
@@ -605,21 +597,27 @@ static ga_status check_pair(const ga_conv_shape *cs, const ga_pool_shape *ps, ga
 
 ga_status ga_conv2d_pool_forward_cpu(float *y, int32_t *arg, float *col, float *ws, const float *x,
                                      const float *w, const float *b, ga_act act, const ga_conv_shape *cs,
-                                     const ga_pool_shape *ps)
+                                     const ga_pool_shape *ps, int variant)
 {
     GA_TRY(check_pair(cs, ps, act));
+    if (variant != GA_VARIANT_FAST && !winograd_tile(variant))
+        return ga_fail(GA_ERR_VALUE, "conv2d_pool: kernel variant %d is not available on the CPU", variant);
     if (cs->n == 0)
         return GA_OK;
-    if (!y || !arg || !x || !w || !col || !ws)
+    if (!y || !arg || !x || !w || (!winograd_tile(variant) && (!col || !ws)))
         return ga_fail(GA_ERR_VALUE, "conv2d_pool: NULL argument");
+    if (winograd_tile(variant))
+        return ga_winograd_forward_cpu(y, arg, ps, x, w, b, act, cs, winograd_tile(variant));
     return forward_fast(y, arg, ps, col, ws, x, w, b, act, cs);
 }
 
 ga_status ga_conv2d_pool_backward_cpu(float *dx, float *dw, float *db, float *ws, const float *x, float *col,
                                       const float *w, const float *dy, const float *y, const int32_t *arg,
-                                      ga_act act, const ga_conv_shape *cs, const ga_pool_shape *ps)
+                                      ga_act act, const ga_conv_shape *cs, const ga_pool_shape *ps, int variant)
 {
     GA_TRY(check_pair(cs, ps, act));
+    if (variant != GA_VARIANT_FAST && !winograd_tile(variant))
+        return ga_fail(GA_ERR_VALUE, "conv2d_pool_backward: kernel variant %d is not available on the CPU", variant);
     if (!dw)
         db = NULL;
     if (cs->n == 0) {
@@ -628,6 +626,11 @@ ga_status ga_conv2d_pool_backward_cpu(float *dx, float *dw, float *db, float *ws
         if (db)
             memset(db, 0, (size_t)cs->k * sizeof(float));
         return GA_OK;
+    }
+    if (winograd_tile(variant)) {
+        if (!w || !dy || !y || !arg || (dw && !x))
+            return ga_fail(GA_ERR_VALUE, "conv2d_pool_backward: NULL argument");
+        return ga_winograd_backward_cpu(dx, dw, db, x, w, dy, y, arg, act, cs, ps, winograd_tile(variant));
     }
     if (!w || !dy || !y || !arg || !ws || (dw && (!col || !x)))
         return ga_fail(GA_ERR_VALUE, "conv2d_pool_backward: NULL argument");

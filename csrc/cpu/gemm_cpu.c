@@ -107,6 +107,8 @@ static const ga_gemm_ukernel *current_ukernel(void)
 
 const char *ga_gemm_cpu_isa(void) { return current_ukernel()->name; }
 
+const ga_gemm_ukernel *ga_gemm_cpu_ukernel(void) { return current_ukernel(); }
+
 void ga_gemm_cpu_tile(int *mr, int *nr)
 {
     const ga_gemm_ukernel *u = current_ukernel();

@@ -62,6 +62,10 @@ typedef struct {
     ga_gemm_pack_t_fn pack_t; /* NULL: the driver's portable loop */
 } ga_gemm_ukernel;
 
+/* The micro-kernel in use, for callers that pack their operands themselves
+ * (Winograd's transform-domain products: the filters are packed once per call). */
+const ga_gemm_ukernel *ga_gemm_cpu_ukernel(void);
+
 extern const ga_gemm_ukernel ga_gemm_ukernel_generic;
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define GA_GEMM_HAVE_X86 1

@@ -17,6 +17,9 @@ constexpr int kThreads = 256;
 
 ga_status check_variant(int variant)
 {
+    if (variant == GA_VARIANT_WINOGRAD2 || variant == GA_VARIANT_WINOGRAD4)
+        return ga_fail(GA_ERR_VALUE, "conv2d: the Winograd kernels run on the CPU only; use kernel='im2col' or "
+                                     "'auto' on a CUDA device");
     if (variant != GA_VARIANT_FAST && variant != GA_VARIANT_REF && variant != GA_VARIANT_BLAS)
         return ga_fail(GA_ERR_VALUE, "conv2d: unknown kernel variant %d", variant);
     return GA_OK;

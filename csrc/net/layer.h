@@ -11,7 +11,7 @@
 struct ga_layer_ops {
     const char *kind;    /* the spec's "kind" */
     const char *name;    /* the Keras class, for messages */
-    const char *keys[8]; /* the spec keys it reads besides "kind"; others are errors */
+    const char *keys[GA_LAYER_MAX_KEYS]; /* the spec keys it reads besides "kind"; others are errors */
     /* 1 when l runs together with the layer after it (called with l + 1 set up,
      * when fusion is allowed); NULL: never. */
     int (*fuse_next)(const ga_net *net, const ga_layer *l);

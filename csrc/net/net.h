@@ -27,6 +27,9 @@ typedef enum {
     GA_LAYER_KINDS
 } ga_layer_kind;
 
+/* The most spec keys a kind reads besides "kind". */
+#define GA_LAYER_MAX_KEYS 10
+
 /* A kind's name in a spec ("conv2d", ...) and the spec keys it reads besides
  * "kind" (a list ended by NULL, at most 8); NULL for an unknown kind. */
 const char *ga_layer_kind_name(int kind);
@@ -49,6 +52,7 @@ typedef struct {
     int64_t stride, pad;          /* conv and pool */
     ga_act act;                   /* conv, dense, residual end (fused), activation layer */
     int use_bias;                 /* conv and dense */
+    int kernel;                   /* conv: the algorithm, a GA_VARIANT_* or GA_CONV_AUTO */
     float rate;                   /* dropout */
     float momentum, eps;          /* batch norm (Keras: 0.99, 1e-3) */
     int projection;               /* residual end: GA_PROJ_* (AUTO: iff shapes differ);
@@ -88,6 +92,7 @@ typedef struct {
     float *dskip;                 /* residual end: gradient of the skip (cap samples) */
     int64_t s_off, ns;            /* batch norm: moving mean, variance in the state block */
     int64_t a_off;                /* batch norm: batch mean, invstd of the last forward in aux */
+    int variant;                  /* conv: the algorithm its last forward ran (GA_VARIANT_*) */
     int fused_pool;               /* conv: runs with the max pool after it as one kernel
                                      (its own output is never stored; y is NULL) */
     int nslots;                   /* its weights and state, in get_weights() order */

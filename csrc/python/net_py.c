@@ -40,7 +40,7 @@ static int check_keys(PyObject *d, int kind, Py_ssize_t i)
         }
         const char *const *keys = ga_layer_kind_keys(kind);
         int known = strcmp(k, "kind") == 0;
-        for (int j = 0; !known && j < 8 && keys[j]; j++)
+        for (int j = 0; !known && j < GA_LAYER_MAX_KEYS && keys[j]; j++)
             known = strcmp(k, keys[j]) == 0;
         if (!known) {
             PyErr_Format(PyExc_ValueError, "layer %zd (%s): unknown spec key '%s'", i, ga_layer_kind_name(kind), k);
@@ -103,6 +103,42 @@ static int parse_activation(PyObject *d, ga_act *act, Py_ssize_t i)
     return 0;
 }
 
+static const ga_conv_kernel_name conv_kernels[GA_CONV_KERNEL_COUNT] = GA_CONV_KERNEL_NAMES;
+
+/* "kernel": a convolution algorithm by name (absent: "auto"); the reference
+ * loops are for single ops, not networks. */
+static int parse_conv_kernel(PyObject *d, int *kernel, Py_ssize_t i)
+{
+    *kernel = GA_CONV_AUTO;
+    PyObject *v = PyDict_GetItemString(d, "kernel");
+    if (!v)
+        return 0;
+    const char *name = PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : NULL;
+    if (!name) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_TypeError, "layer %zd: 'kernel' must be a string", i);
+        return -1;
+    }
+    for (int j = 0; j < GA_CONV_KERNEL_COUNT; j++)
+        if (strcmp(name, conv_kernels[j].name) == 0 && conv_kernels[j].variant != GA_VARIANT_REF) {
+            *kernel = conv_kernels[j].variant;
+            return 0;
+        }
+    PyErr_Format(PyExc_ValueError,
+                 "layer %zd: unknown convolution kernel '%s' (expected auto, im2col, winograd, winograd2 or winograd4)",
+                 i, name);
+    return -1;
+}
+
+/* The name reports use for a variant (its first name in the table). */
+static const char *conv_kernel_name(int variant)
+{
+    for (int j = 0; j < GA_CONV_KERNEL_COUNT; j++)
+        if (conv_kernels[j].variant == variant)
+            return conv_kernels[j].name;
+    return "?";
+}
+
 /* Read one layer description (a dict) into `sp`. */
 static int parse_spec(PyObject *d, ga_layer_spec *sp, Py_ssize_t i)
 {
@@ -158,6 +194,8 @@ static int parse_spec(PyObject *d, ga_layer_spec *sp, Py_ssize_t i)
         if (PyErr_Occurred())
             return -1;
     }
+    if (parse_conv_kernel(d, &sp->kernel, i) < 0)
+        return -1;
     sp->projection = GA_PROJ_AUTO;
     if ((v = PyDict_GetItemString(d, "projection"))) {
         if (v == Py_None)
@@ -612,6 +650,29 @@ static PyObject *net_layer_info(GaNet *self, PyObject *unused)
     return list;
 }
 
+/* Per layer: the convolution algorithm its last forward ran ('im2col',
+ * 'winograd4', ...; with ' (auto)' when it was measured), None for other kinds. */
+static PyObject *net_conv_kernels(GaNet *self, PyObject *unused)
+{
+    if (ready(self) < 0)
+        return NULL;
+    PyObject *list = PyList_New(self->net->nlayers);
+    for (int i = 0; list && i < self->net->nlayers; i++) {
+        const ga_layer *l = &self->net->layers[i];
+        PyObject *item;
+        if (l->spec.kind != GA_LAYER_CONV2D)
+            item = Py_NewRef(Py_None);
+        else
+            item = PyUnicode_FromFormat("%s%s", conv_kernel_name(l->variant),
+                                        l->spec.kernel == GA_CONV_AUTO ? " (auto)" : "");
+        if (!item)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
 /* [[(name, block 'p' or 's', offset, shape), ...] per layer]: where each array of
  * get_weights() lives, as the layer table in C describes it. */
 static PyObject *net_slots(GaNet *self, PyObject *unused)
@@ -666,6 +727,8 @@ static PyMethodDef net_methods[] = {
     {"get_state", (PyCFunction)net_get_state, METH_NOARGS, "the non-trainable state block (batch-norm moving mean, variance)"},
     {"set_state", (PyCFunction)net_set_state, METH_O, "overwrite the state block"},
     {"slots", (PyCFunction)net_slots, METH_NOARGS, "per layer: [(name, block 'p'/'s', offset, shape)] of its weights and state"},
+    {"conv_kernels", (PyCFunction)net_conv_kernels, METH_NOARGS,
+     "per layer: the convolution algorithm of its last forward, None if not a convolution"},
     {"state_info", (PyCFunction)net_state_info, METH_NOARGS, "per layer: (state_off, ns)"},
     {"set_trainable", (PyCFunction)net_set_trainable, METH_O, "set_trainable(flags): one per layer"},
     {"get_trainable", (PyCFunction)net_get_trainable, METH_NOARGS, "the per-layer trainable flags"},
@@ -713,6 +776,18 @@ int ga_net_type_init(PyObject *module)
             Py_XDECREF(t);
             return -1;
         }
+    }
+    /* {name: variant} of the convolution algorithms (GA_CONV_AUTO = -1 for "auto") */
+    PyObject *kernels = PyDict_New();
+    for (int j = 0; kernels && j < GA_CONV_KERNEL_COUNT; j++) {
+        PyObject *v = PyLong_FromLong(conv_kernels[j].variant);
+        if (!v || PyDict_SetItemString(kernels, conv_kernels[j].name, v) < 0)
+            Py_CLEAR(kernels);
+        Py_XDECREF(v);
+    }
+    if (!kernels || PyModule_AddObject(module, "CONV_KERNELS", kernels) < 0) {
+        Py_XDECREF(kernels);
+        return -1;
     }
     return 0;
 }

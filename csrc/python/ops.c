@@ -234,6 +234,29 @@ static int check_variant(int variant)
     return -1;
 }
 
+/* A convolution's algorithm: the variants conv2d knows, or GA_CONV_AUTO. */
+static int check_conv_variant(int variant)
+{
+    if (variant == GA_CONV_AUTO || variant == GA_VARIANT_FAST || variant == GA_VARIANT_REF ||
+        variant == GA_VARIANT_WINOGRAD2 || variant == GA_VARIANT_WINOGRAD4)
+        return 0;
+    PyErr_Format(PyExc_ValueError, "unknown convolution kernel variant %d", variant);
+    return -1;
+}
+
+/* kernel='auto': the algorithm the device measures fastest for shape s
+ * (conv2d_choose times the candidates once per shape, GIL released). */
+#define CHOOSE_CONV(k, variant, s)                                  \
+    do {                                                            \
+        if ((variant) == GA_CONV_AUTO) {                            \
+            (variant) = GA_VARIANT_FAST;                            \
+            if ((k)->dev.be->conv2d_choose)                         \
+                RUN((k), (k)->dev.be->conv2d_choose(&(variant), &(s))); \
+        }                                                           \
+    } while (0)
+
+static int is_winograd(int variant) { return variant == GA_VARIANT_WINOGRAD2 || variant == GA_VARIANT_WINOGRAD4; }
+
 /* ---------------------------------------------------------------- matmul */
 
 static PyObject *op_matmul(PyObject *self, PyObject *args)
@@ -319,7 +342,7 @@ static PyObject *op_conv2d(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOllifsi:conv2d", &xo, &wo, &bo, &stride, &pad, &act.kind, &act.alpha, &device,
                           &variant))
         return NULL;
-    if (check_variant(variant) < 0 || call_begin(&k, device) < 0)
+    if (check_conv_variant(variant) < 0 || call_begin(&k, device) < 0)
         return NULL;
     const op_in *x, *w, *b = NULL;
     if (!(x = call_in(&k, xo, "x", 4)) || !(w = call_in(&k, wo, "w", 4)) ||
@@ -336,7 +359,8 @@ static PyObject *op_conv2d(PyObject *self, PyObject *args)
     float *y, *col = NULL, *ws = NULL;
     if (call_out(&k, &y, 4, shape) < 0)
         FAIL;
-    if (variant != GA_VARIANT_REF && (call_scratch(&k, &col, (size_t)ga_conv_col_floats(&s) * sizeof(float)) < 0 ||
+    CHOOSE_CONV(&k, variant, s);
+    if (variant != GA_VARIANT_REF && !is_winograd(variant) && (call_scratch(&k, &col, (size_t)ga_conv_col_floats(&s) * sizeof(float)) < 0 ||
                                       call_scratch(&k, &ws, (size_t)ga_conv_fwd_ws_floats(&s) * sizeof(float)) < 0))
         FAIL;
     RUN(&k, BE->conv2d_forward(y, col, ws, x->ptr, w->ptr, b ? b->ptr : NULL, act, &s, variant));
@@ -352,7 +376,7 @@ static PyObject *op_conv2d_backward(PyObject *self, PyObject *args)
     op_call k;
     if (!PyArg_ParseTuple(args, "OOOllsi:conv2d_backward", &xo, &wo, &dyo, &stride, &pad, &device, &variant))
         return NULL;
-    if (check_variant(variant) < 0 || call_begin(&k, device) < 0)
+    if (check_conv_variant(variant) < 0 || call_begin(&k, device) < 0)
         return NULL;
     const op_in *x, *w, *dy;
     if (!(x = call_in(&k, xo, "x", 4)) || !(w = call_in(&k, wo, "w", 4)) || !(dy = call_in(&k, dyo, "dy", 4)))
@@ -368,7 +392,8 @@ static PyObject *op_conv2d_backward(PyObject *self, PyObject *args)
     float *dx, *dw, *db, *col = NULL, *ws = NULL;
     if (call_out(&k, &dx, 4, x->shape) < 0 || call_out(&k, &dw, 4, w->shape) < 0 || call_out(&k, &db, 1, &s.k) < 0)
         FAIL;
-    if (variant != GA_VARIANT_REF) {
+    CHOOSE_CONV(&k, variant, s);
+    if (variant != GA_VARIANT_REF && !is_winograd(variant)) {
         if (call_scratch(&k, &col, (size_t)ga_conv_col_floats(&s) * sizeof(float)) < 0 ||
             call_scratch(&k, &ws, (size_t)ga_conv_bwd_ws_floats(&s) * sizeof(float)) < 0)
             FAIL;

@@ -30,6 +30,7 @@ static ga_status infer(ga_net *net, ga_layer *l, int i)
 {
     (void)net;
     const ga_layer_spec *sp = &l->spec;
+    l->variant = sp->kernel == GA_CONV_AUTO ? GA_VARIANT_FAST : sp->kernel;
     const int64_t h = l->in[1], w = l->in[2];
     if (sp->units <= 0 || sp->kernel_h <= 0 || sp->kernel_w <= 0 || sp->stride <= 0 || sp->pad < 0)
         return ga_fail(GA_ERR_VALUE, "layer %d (Conv2D): filters, kernel and stride must be positive, padding >= 0", i);
@@ -41,6 +42,10 @@ static ga_status infer(ga_net *net, ga_layer *l, int i)
     l->out[0] = sp->units;
     l->out[1] = p / sp->stride + 1;
     l->out[2] = q / sp->stride + 1;
+    ga_conv_shape s = conv_shape(l, 1);
+    if ((sp->kernel == GA_VARIANT_WINOGRAD2 || sp->kernel == GA_VARIANT_WINOGRAD4) && !ga_winograd_shape(&s))
+        return ga_fail(GA_ERR_VALUE,
+                       "layer %d (Conv2D): kernel='winograd' needs a 3x3 kernel, stride 1 and padding 0, 1 or 2", i);
     l->nw = checked_mul(checked_mul(sp->units, l->in[0]), checked_mul(sp->kernel_h, sp->kernel_w));
     l->nb = sp->use_bias ? sp->units : 0;
     return GA_OK;
@@ -76,13 +81,17 @@ static ga_status reserve(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
 static ga_status forward(ga_net *net, ga_layer *l, int64_t n, int training, const float *in, float **y)
 {
     (void)training;
+    ga_conv_shape s = conv_shape(l, n);
+    if (l->spec.kernel == GA_CONV_AUTO) /* measured once per shape; backward runs the same */
+        l->variant = GA_VARIANT_FAST;
+    if (l->spec.kernel == GA_CONV_AUTO && net->be->conv2d_choose)
+        BE(net, conv2d_choose(&l->variant, &s));
     if (l->fused_pool) { /* the pool after this layer runs both */
         *y = (float *)in;
         return GA_OK;
     }
-    ga_conv_shape s = conv_shape(l, n);
     BE(net, conv2d_forward(ga_act_target(l, *y), l->col, net->ws, in, layer_w(net, l), layer_b(net, l),
-                           ga_act_fused(l->spec.act), &s, GA_VARIANT_FAST));
+                           ga_act_fused(l->spec.act), &s, l->variant));
     return ga_layer_finish_act(net, l, n * per_sample(l->out), *y);
 }
 
@@ -103,19 +112,19 @@ static ga_status backward(ga_net *net, ga_layer *l, int64_t n, int training, int
             .size = pool->spec.kernel_h, .stride = pool->spec.stride, .p = pool->out[1], .q = pool->out[2],
         };
         BE(net, conv2d_pool_backward(dx, dw, db, net->ws, l->x_seen, l->col, layer_w(net, l), g, pool->y_seen,
-                                     pool->arg, l->spec.act, &s, &ps));
+                                     pool->arg, l->spec.act, &s, &ps, l->variant));
         return GA_OK;
     }
     if (l->spec.act.kind != GA_ACT_NONE)
         BE(net, act_backward(g, ga_act_input(l), g, n * per_sample(l->out), l->spec.act));
-    BE(net, conv2d_backward(dx, dw, db, net->ws, l->x_seen, l->col, layer_w(net, l), g, &s, GA_VARIANT_FAST));
+    BE(net, conv2d_backward(dx, dw, db, net->ws, l->x_seen, l->col, layer_w(net, l), g, &s, l->variant));
     return GA_OK;
 }
 
 const ga_layer_ops ga_conv2d_layer = {
     .kind = "conv2d",
     .name = "Conv2D",
-    .keys = {"units", "kernel_h", "kernel_w", "stride", "pad", "activation", "alpha", "use_bias"},
+    .keys = {"units", "kernel_h", "kernel_w", "stride", "pad", "activation", "alpha", "use_bias", "kernel"},
     .fuse_next = fuse_next,
     .infer = infer,
     .describe = describe,
