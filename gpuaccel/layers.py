@@ -70,9 +70,17 @@ class Layer:
 
 
 class Conv2D(Layer):
-    """2-D convolution. padding: 'valid', 'same' (odd kernels, stride 1) or an int."""
+    """2-D convolution. padding: 'valid', 'same' (odd kernels, stride 1) or an int.
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True, name=None):
+    kernel: the algorithm on the CPU. 'auto' (default) measures im2col + GEMM
+    against Winograd F(2x2, 3x3) and F(4x4, 3x3) once per layer shape and thread
+    count, the first time the layer runs, and keeps the fastest (``summary()``
+    shows the choice; the environment variable ``GPUACCEL_CONV_KERNEL`` forces
+    one); 'im2col', 'winograd' (= 'winograd4') or 'winograd2' fix it. Winograd
+    needs a 3x3 kernel, stride 1 and padding <= 2; GPUs always run im2col."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True, name=None,
+                 kernel="auto"):
         super().__init__(name)
         if not isinstance(filters, int) or filters <= 0:
             raise ValueError(f"filters must be a positive int, got {filters!r}")
@@ -87,6 +95,14 @@ class Conv2D(Layer):
         self.activation = activation
         self.use_bias = bool(use_bias)
         self._act = _activation(activation)
+        from .ops import CONV_KERNELS
+        if kernel not in CONV_KERNELS or kernel == "ref":
+            raise ValueError(f"kernel must be one of {[k for k in CONV_KERNELS if k != 'ref']}, got {kernel!r}")
+        if kernel.startswith("winograd") and (self.kernel_size != (3, 3) or self.strides[0] != 1
+                                              or not (padding == "same" or padding == "valid"
+                                                      or (isinstance(padding, int) and padding <= 2))):
+            raise ValueError(f"kernel={kernel!r} needs a 3x3 kernel, stride 1 and padding 'same', 'valid' or <= 2")
+        self.algorithm = kernel  # not `kernel`: in Keras that name is the weights
 
     def _pad(self):
         kh, kw = self.kernel_size
@@ -100,12 +116,13 @@ class Conv2D(Layer):
 
     def get_config(self):
         return dict(super().get_config(), filters=self.filters, kernel_size=list(self.kernel_size),
-                    strides=self.strides[0], padding=self.padding, activation=self.activation, use_bias=self.use_bias)
+                    strides=self.strides[0], padding=self.padding, activation=self.activation, use_bias=self.use_bias,
+                    kernel=self.algorithm)
 
     def _spec(self):
         return {"kind": "conv2d", "units": self.filters, "kernel_h": self.kernel_size[0],
                 "kernel_w": self.kernel_size[1], "stride": self.strides[0], "pad": self._pad(),
-                "use_bias": self.use_bias, **self._act}
+                "use_bias": self.use_bias, "kernel": self.algorithm, **self._act}
 
 
 class MaxPool2D(Layer):

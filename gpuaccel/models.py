@@ -416,6 +416,7 @@ class Sequential:
         net = self._require_net()
         self._sync_trainable()
         entries, info, sinfo = self._entries(), net.layer_info(), net.state_info()
+        kernels = net.conv_kernels()
 
         def shape_str(out_shape):
             return str((None, out_shape[0]) if tuple(out_shape[1:]) == (1, 1) else (None,) + tuple(out_shape))
@@ -423,7 +424,7 @@ class Sequential:
         rows = [("Layer (type)", "Output Shape", "Param #", "Trainable")]
         stack = []  # open Residual rows: [row index, params so far]
         trainable = frozen = 0
-        for (entry, tr, depth), (out_shape, _, nw, _, nb), (_, ns) in zip(entries, info, sinfo):
+        for (entry, tr, depth), (out_shape, _, nw, _, nb), (_, ns), kernel in zip(entries, info, sinfo, kernels):
             count = nw + nb + ns
             trainable += (nw + nb) if tr else 0
             frozen += ns + (0 if tr else nw + nb)
@@ -442,7 +443,8 @@ class Sequential:
                 rows.append((f"{pad}{entry.name} (Residual)", "", "", "yes" if tr else "no"))
                 stack.append([len(rows) - 1, 0])
                 continue
-            rows.append((f"{pad}{entry.name} ({type(entry).__name__})", shape_str(out_shape), f"{count:,}",
+            algo = f" [{kernel}]" if kernel else ""  # a convolution's algorithm (Conv2D kernel=)
+            rows.append((f"{pad}{entry.name} ({type(entry).__name__}){algo}", shape_str(out_shape), f"{count:,}",
                          ("yes" if tr else "no") if count else ""))
         widths = [max(len(r[i]) for r in rows) + 2 for i in range(4)]
         line = "-" * sum(widths)

@@ -21,7 +21,7 @@
 /* At most this many images per thread are timed: enough for full chunks on
  * every thread, since the cost per image does not depend on the batch beyond. */
 #define CHOOSE_IMAGES_PER_THREAD 8
-#define CHOOSE_ROUNDS 3
+#define CHOOSE_ROUNDS 5
 #define CHOOSE_CACHE 64
 
 typedef struct {

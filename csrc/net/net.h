@@ -92,7 +92,8 @@ typedef struct {
     float *dskip;                 /* residual end: gradient of the skip (cap samples) */
     int64_t s_off, ns;            /* batch norm: moving mean, variance in the state block */
     int64_t a_off;                /* batch norm: batch mean, invstd of the last forward in aux */
-    int variant;                  /* conv: the algorithm its last forward ran (GA_VARIANT_*) */
+    int variant;                  /* conv: the algorithm its last forward ran (GA_VARIANT_*;
+                                     GA_CONV_AUTO before the first forward measured it) */
     int fused_pool;               /* conv: runs with the max pool after it as one kernel
                                      (its own output is never stored; y is NULL) */
     int nslots;                   /* its weights and state, in get_weights() order */

@@ -651,7 +651,8 @@ static PyObject *net_layer_info(GaNet *self, PyObject *unused)
 }
 
 /* Per layer: the convolution algorithm its last forward ran ('im2col',
- * 'winograd4', ...; with ' (auto)' when it was measured), None for other kinds. */
+ * 'winograd4', ...; with ' (auto)' when it was measured; 'auto (not run yet)'
+ * before that), None for other kinds. */
 static PyObject *net_conv_kernels(GaNet *self, PyObject *unused)
 {
     if (ready(self) < 0)
@@ -662,6 +663,8 @@ static PyObject *net_conv_kernels(GaNet *self, PyObject *unused)
         PyObject *item;
         if (l->spec.kind != GA_LAYER_CONV2D)
             item = Py_NewRef(Py_None);
+        else if (l->variant == GA_CONV_AUTO)
+            item = PyUnicode_FromString("auto (not run yet)");
         else
             item = PyUnicode_FromFormat("%s%s", conv_kernel_name(l->variant),
                                         l->spec.kernel == GA_CONV_AUTO ? " (auto)" : "");

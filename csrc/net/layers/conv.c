@@ -30,7 +30,7 @@ static ga_status infer(ga_net *net, ga_layer *l, int i)
 {
     (void)net;
     const ga_layer_spec *sp = &l->spec;
-    l->variant = sp->kernel == GA_CONV_AUTO ? GA_VARIANT_FAST : sp->kernel;
+    l->variant = sp->kernel; /* GA_CONV_AUTO until the first forward measures */
     const int64_t h = l->in[1], w = l->in[2];
     if (sp->units <= 0 || sp->kernel_h <= 0 || sp->kernel_w <= 0 || sp->stride <= 0 || sp->pad < 0)
         return ga_fail(GA_ERR_VALUE, "layer %d (Conv2D): filters, kernel and stride must be positive, padding >= 0", i);
