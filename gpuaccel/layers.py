@@ -114,6 +114,12 @@ class Conv2D(Layer):
             return (kh - 1) // 2
         return self.padding
 
+    @classmethod
+    def from_config(cls, config):
+        # a file saved before the algorithm was a choice ran im2col: it keeps it, and so
+        # predicts with the same bits as when it was saved
+        return cls(**{"kernel": "im2col", **config})
+
     def get_config(self):
         return dict(super().get_config(), filters=self.filters, kernel_size=list(self.kernel_size),
                     strides=self.strides[0], padding=self.padding, activation=self.activation, use_bias=self.use_bias,

@@ -120,7 +120,7 @@ def test_model_trains_and_round_trips(device, tmp_path):
         losses[dev] = m.fit(x, y, epochs=4, batch_size=32, verbose=0, shuffle=False).history["loss"]
         assert losses[dev][-1] < losses[dev][0]
         m.save(tmp_path / f"{dev}.npz")
-        loaded = ga.models.load(tmp_path / f"{dev}.npz")
+        loaded = ga.models.load(tmp_path / f"{dev}.npz", device=dev)  # the same device: the same kernels
         np.testing.assert_array_equal(loaded.predict(x), m.predict(x))
     if device != "cpu":
         np.testing.assert_allclose(losses[device], losses["cpu"], rtol=1e-4)

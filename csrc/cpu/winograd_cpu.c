@@ -48,8 +48,6 @@ static const float G4[6 * 3] = {1.0f / 4,  0,          0,         -1.0f / 6, -1.
 static const float AT4[4 * 6] = {1, 1, 1, 1, 1, 0, 0, 1, -1, 2, -2, 0, 0, 1, 1, 4, 4, 0, 0, 1, -1, 8, -8, 1};
 static const float A4[6 * 4] = {1, 0, 0, 0, 1, 1, 1, 1, 1, -1, 1, -1, 1, 2, 4, 8, 1, -2, 4, -8, 0, 0, 0, 1};
 
-/* Tiles are handled LANES at a time, one per vector lane: a block of tiles is
-
 /* Tiles are transformed LANES at a time, one per vector lane: a block of tiles
  * is gathered into a small buffer lane-minor, transformed with whole-vector
  * arithmetic, and stored (inputs) or scattered into the planes (outputs). The
@@ -77,12 +75,8 @@ typedef struct {
  * vectors of each clone (one zmm, two ymm, four xmm). */
 typedef float lanes_f __attribute__((vector_size(LANES * sizeof(float))));
 
-static inline lanes_f load_lanes(const float *p)
-{
-    lanes_f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
+/* by macro: a function returning a 64-byte vector has a different ABI per clone */
+#define LOAD_LANES(v, p) memcpy(&(v), (p), sizeof(lanes_f))
 
 /* Where transformed tiles go: position xi of tile t (counted from the block's
  * first tile) in channel ch is at xi * xi_stride + (t / nr) * panel +
@@ -141,8 +135,11 @@ INLINE void transform_in(tile_store vs, planes pl, int64_t channels, int64_t tb,
                     lanes_f acc = {0};
 #pragma GCC unroll 6
                     for (int i = 0; i < win; i++)
-                        if (L[r * win + i] != 0.0f)
-                            acc += L[r * win + i] * load_lanes(d + (i * win + j) * LANES);
+                        if (L[r * win + i] != 0.0f) {
+                            lanes_f di;
+                            LOAD_LANES(di, d + (i * win + j) * LANES);
+                            acc += L[r * win + i] * di;
+                        }
                     t[r * win + j] = acc;
                 }
             float *dst = vs.base + off + ch * vs.nr;
@@ -172,6 +169,36 @@ INLINE void transform_in(tile_store vs, planes pl, int64_t channels, int64_t tb,
     }
 }
 
+typedef float f4 __attribute__((vector_size(4 * sizeof(float))));
+typedef int i4 __attribute__((vector_size(4 * sizeof(int))));
+
+/* One output row of four neighbouring m x m tiles (m = 2 or 4): y holds their
+ * values lane-minor (y[jj * LANES + lane], lanes 0..3 the tiles); dst gets the
+ * 4 m floats of the row, the last tile cut to last_cols. A 4x4 transpose (m = 4)
+ * or an interleave (m = 2) of 4-float vectors instead of 4 m scalar copies. */
+static inline void store_row4(float *dst, const float *y, const int m, int64_t last_cols)
+{
+    f4 v[4];
+    for (int jj = 0; jj < m; jj++)
+        memcpy(&v[jj], y + jj * LANES, sizeof(f4));
+    const i4 lo = {0, 4, 1, 5}, hi = {2, 6, 3, 7};
+    if (m == 2) {
+        const f4 r0 = __builtin_shuffle(v[0], v[1], lo), r1 = __builtin_shuffle(v[0], v[1], hi);
+        memcpy(dst, &r0, sizeof r0);
+        memcpy(dst + 4, &r1, (size_t)(2 + last_cols) * sizeof(float));
+        return;
+    }
+    const f4 t0 = __builtin_shuffle(v[0], v[1], lo), t1 = __builtin_shuffle(v[0], v[1], hi);
+    const f4 t2 = __builtin_shuffle(v[2], v[3], lo), t3 = __builtin_shuffle(v[2], v[3], hi);
+    const i4 first = {0, 1, 4, 5}, second = {2, 3, 6, 7};
+    const f4 r0 = __builtin_shuffle(t0, t2, first), r1 = __builtin_shuffle(t0, t2, second);
+    const f4 r2 = __builtin_shuffle(t1, t3, first), r3 = __builtin_shuffle(t1, t3, second);
+    memcpy(dst, &r0, sizeof r0);
+    memcpy(dst + 4, &r1, sizeof r1);
+    memcpy(dst + 8, &r2, sizeof r2);
+    memcpy(dst + 12, &r3, (size_t)last_cols * sizeof(float));
+}
+
 /* Back from the transform domain: for tiles [tb, te) of `channels` output
  * planes, Y = AT M AT^T from M[xi] = v[xi * xi_stride + ch * ch_stride + t - tb],
  * cropped to the plane. */
@@ -184,23 +211,25 @@ INLINE void transform_out(planes pl, int64_t channels, const float *v, int64_t x
         const int lanes = te - t0 < LANES ? (int)(te - t0) : LANES;
         int64_t at[LANES], rows[LANES], cols[LANES];
         float *img_base[LANES];
+        int row4[LANES]; /* lanes l .. l + 3 are consecutive tiles of one tile row */
         for (int l = 0; l < lanes; l++) {
             const int64_t t = t0 + l, img = t / T, ti = t % T / g.tw, tj = t % g.tw;
             img_base[l] = (float *)pl.base + img * pl.img_stride;
             at[l] = ti * m * pl.w + tj * m;
             rows[l] = pl.h - ti * m < m ? pl.h - ti * m : m;
             cols[l] = pl.w - tj * m < m ? pl.w - tj * m : m;
+            row4[l] = l + 4 <= lanes && tj + 4 <= g.tw;
         }
         for (int64_t ch = 0; ch < channels; ch++) {
             const float *src = v + ch * ch_stride + (t0 - tb);
             lanes_f mv[6 * 6];
             for (int xi = 0; xi < a * a; xi++) {
                 if (lanes == LANES) {
-                    mv[xi] = load_lanes(src + xi * xi_stride);
+                    LOAD_LANES(mv[xi], src + xi * xi_stride);
                 } else {
                     float part[LANES] = {0};
                     memcpy(part, src + xi * xi_stride, (size_t)lanes * sizeof(float));
-                    mv[xi] = load_lanes(part);
+                    LOAD_LANES(mv[xi], part);
                 }
             }
             lanes_f t[6 * 4];
@@ -226,17 +255,20 @@ INLINE void transform_out(planes pl, int64_t channels, const float *v, int64_t x
                             acc += AT[ii * a + r] * t[r * m + jj];
                     memcpy(y + (ii * m + jj) * LANES, &acc, sizeof acc);
                 }
-            for (int l = 0; l < lanes; l++) { /* scatter, cropped to the plane */
+            for (int l = 0; l < lanes;) { /* scatter, cropped to the plane */
                 float *p = img_base[l] + ch * pl.ch_stride + at[l];
-                if (rows[l] == m && cols[l] == m) {
+                if (row4[l]) { /* four tiles side by side: their rows, transposed out of the lanes */
                     for (int ii = 0; ii < m; ii++)
-                        for (int jj = 0; jj < m; jj++)
-                            p[ii * pl.w + jj] = y[(ii * m + jj) * LANES + l];
+                        if (ii < rows[l])
+                            store_row4(p + ii * pl.w, y + ii * m * LANES + l, m, cols[l + 3]);
+                    l += 4;
                     continue;
                 }
-                for (int ii = 0; ii < rows[l]; ii++)
-                    for (int jj = 0; jj < cols[l]; jj++)
-                        p[ii * pl.w + jj] = y[(ii * m + jj) * LANES + l];
+                for (int ii = 0; ii < m; ii++) /* constant bounds: every y read was written */
+                    for (int jj = 0; jj < m; jj++)
+                        if (ii < rows[l] && jj < cols[l])
+                            p[ii * pl.w + jj] = y[(ii * m + jj) * LANES + l];
+                l++;
             }
         }
     }
