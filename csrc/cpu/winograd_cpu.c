@@ -452,6 +452,11 @@ static void correlate(const correlation *cr, planes out, planes in, int64_t nt, 
     for (int64_t tb = 0; tb < nt; tb += cr->bt) {
         const int64_t te = min64(nt, tb + cr->bt), nb = te - tb, ld = round_up(nb, nr);
         const tile_store vs = {vp, vp_xi, nr, cr->ins * nr};
+        if (nb % nr) /* the last panel's columns past the tiles: zeros, not stale floats */
+            for (int xi = 0; xi < a2; xi++)
+                for (int64_t i = 0; i < cr->ins; i++)
+                    memset(vp + xi * vp_xi + (nb / nr) * cr->ins * nr + i * nr + nb % nr, 0,
+                           (size_t)(nr - nb % nr) * sizeof(float));
         wk->input(vs, in, cr->ins, tb, te, cr->g, cr->pad);
         for (int xi = 0; xi < a2; xi++)
             for (int64_t o = 0; o < cr->outs; o += mr)
