@@ -25,6 +25,7 @@
 #define CHOOSE_ROUNDS 5
 #define CHOOSE_CACHE 64
 #define CHOOSE_MARGIN 0.05 /* Winograd is taken only when at least 5% faster than im2col */
+#define CHOOSE_MAX_FLOATS ((int64_t)64 << 20) /* the scratch data: at most 256 MiB */
 
 typedef struct {
     int64_t c, h, w, k, pad, n;
@@ -45,18 +46,25 @@ static double now_s(void)
 static const int CANDIDATES[] = {GA_VARIANT_FAST, GA_VARIANT_WINOGRAD2, GA_VARIANT_WINOGRAD4};
 #define NCAND ((int)(sizeof CANDIDATES / sizeof CANDIDATES[0]))
 
+/* The floats measure() allocates for shape s. */
+static int64_t measure_floats(const ga_conv_shape *s)
+{
+    const int64_t nx = s->n * s->c * s->h * s->w, nwt = s->k * s->c * 9, ny = s->n * s->k * s->p * s->q;
+    const int64_t nws = ga_conv_bwd_ws_floats(s) > ga_conv_fwd_ws_floats(s) ? ga_conv_bwd_ws_floats(s)
+                                                                             : ga_conv_fwd_ws_floats(s);
+    return 2 * nx + 2 * nwt + 2 * s->k + 2 * ny + ga_conv_col_floats(s) + nws;
+}
+
 /* Time the candidates on shape s (n already cut down); *best = the fastest. */
 static ga_status measure(int *best, const ga_conv_shape *s)
 {
     const int64_t nx = s->n * s->c * s->h * s->w, nwt = s->k * s->c * 9, ny = s->n * s->k * s->p * s->q;
     const int64_t ncol = ga_conv_col_floats(s);
-    const int64_t nws = ga_conv_bwd_ws_floats(s) > ga_conv_fwd_ws_floats(s) ? ga_conv_bwd_ws_floats(s)
-                                                                             : ga_conv_fwd_ws_floats(s);
-    const int64_t total = 2 * nx + 2 * nwt + 2 * s->k + 2 * ny + ncol + nws;
+    const int64_t total = measure_floats(s);
     float *buf;
     GA_TRY(ga_host_alloc((void **)&buf, (size_t)total * sizeof(float)));
     float *x = buf, *dx = x + nx, *w = dx + nx, *dw = w + nwt, *b = dw + nwt, *db = b + s->k, *y = db + s->k;
-    float *dy = y + ny, *col = dy + ny, *ws = col + ncol;
+    float *dy = y + ny, *col = dy + ny, *ws = col + ncol; /* ws: the rest */
     for (int64_t i = 0; i < nx; i++)
         x[i] = ga_rng_uniform(1, (uint64_t)i) - 0.5f;
     for (int64_t i = 0; i < nwt; i++)
@@ -124,7 +132,10 @@ ga_status ga_conv2d_choose_cpu(int *variant, const ga_conv_shape *s)
     }
     const int threads = ga_get_num_threads();
     ga_conv_shape t = *s;
-    const int64_t most = (int64_t)CHOOSE_IMAGES_PER_THREAD * (threads > 0 ? threads : 1);
+    t.n = 1;
+    const int64_t per_image = measure_floats(&t), fit = CHOOSE_MAX_FLOATS / per_image; /* big layers: fewer */
+    int64_t most = (int64_t)CHOOSE_IMAGES_PER_THREAD * (threads > 0 ? threads : 1);
+    most = most < fit ? most : fit > 1 ? fit : 1;
     t.n = s->n < most ? s->n : most;
     ga_status st = GA_OK;
     pthread_mutex_lock(&g_lock); /* one measurement at a time: they would slow each other down */
