@@ -219,6 +219,9 @@ def train(device, data, epochs, batch_size, seed, verbose=0, build=None, validat
         result["error"] = f"{type(e).__name__}: {e}"
         return result
     result["epochs"] = history_rows(hist.history)
+    # the convolution algorithm each conv layer ran (kernel='auto' measures it per machine)
+    net = getattr(model, "_net", None)
+    result["conv_kernels"] = [k for k in net.conv_kernels() if k] if net is not None else []
     for row, steps in zip(result["epochs"], timer.epochs):
         row["step_times_ms"] = steps
     result["summary"] = summarize(result["epochs"])
@@ -486,6 +489,8 @@ def format_markdown(report):
         if r.get("error"):
             out.append(f"Failed: {r['error']}")
         else:
+            if r.get("conv_kernels"):
+                out += [f"Convolutions ran: {', '.join(r['conv_kernels'])}.", ""]
             out.append(format_epochs(r["epochs"], markdown=True))
     out += ["", "## Summary", "", format_summary(report["devices"] + report.get("peers", []), markdown=True)]
     if report.get("sweep"):

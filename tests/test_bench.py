@@ -85,6 +85,9 @@ def test_main_cpu_one_epoch(tmp_path, monkeypatch):
     assert rc == 0
     assert report["settings"]["train_images"] == 256 and report["settings"]["test_images"] == 200
     assert len(report["devices"][0]["epochs"][0]["step_times_ms"]) == 2  # 256 images / batch 128
+    kernels = report["devices"][0]["conv_kernels"]  # what each conv ran, measured on this machine
+    assert len(kernels) == 2 and all(k.endswith("(auto)") for k in kernels)
+    assert f"Convolutions ran: {', '.join(kernels)}." in md
     assert [r["batch_size"] for r in report["sweep"]] == [64, 256]
     assert all(r["images_per_s"] > 0 and r["error"] is None for r in report["sweep"])
     for name, file in report["plots"].items():
