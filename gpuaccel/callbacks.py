@@ -1,5 +1,8 @@
-"""Keras-style callbacks: History, the progress bar, EarlyStopping, ModelCheckpoint."""
+"""Keras-style callbacks: History, the progress bar, EarlyStopping, ModelCheckpoint,
+CSVLogger, LearningRateScheduler, ReduceLROnPlateau, TerminateOnNaN (Keras's argument names)."""
+import csv
 import math
+import os
 import sys
 import time
 
@@ -205,3 +208,109 @@ class ModelCheckpoint(Callback):
                 return
             self.best = cur
         self.model.save(self.filepath.format(epoch=epoch + 1, **logs))
+
+
+class CSVLogger(Callback):
+    """One CSV row per epoch: 'epoch' then every log key (sorted), flushed as written, so
+    a crash keeps the finished epochs. append=True adds to an existing file (its header
+    kept)."""
+
+    def __init__(self, filename, separator=",", append=False):
+        self.filename, self.sep, self.append = os.fspath(filename), separator, bool(append)
+        self._file = self._writer = self._keys = None
+
+    def on_train_begin(self, logs=None):
+        had_rows = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
+        self._file = open(self.filename, "a" if self.append else "w", newline="")
+        self._writer, self._keys = None, None
+        if had_rows:  # the columns are the file's own
+            with open(self.filename, newline="") as f:
+                header = next(csv.reader(f, delimiter=self.sep), None)
+            self._keys = header[1:] if header else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self._writer is None:
+            new_file = self._keys is None
+            self._keys = self._keys or sorted(logs)
+            self._writer = csv.writer(self._file, delimiter=self.sep)
+            if new_file:
+                self._writer.writerow(["epoch"] + self._keys)
+        self._writer.writerow([epoch] + [logs.get(k, "NA") for k in self._keys])
+        self._file.flush()
+
+    def on_train_end(self, logs=None):
+        if self._file is not None:
+            self._file.close()
+        self._file = self._writer = None
+
+
+class LearningRateScheduler(Callback):
+    """Before each epoch: learning rate = schedule(epoch, current learning rate) (epochs
+    count from 0), set in place: the optimizer's moments and step count are kept."""
+
+    def __init__(self, schedule, verbose=0):
+        if not callable(schedule):
+            raise TypeError("schedule must be callable as schedule(epoch, lr)")
+        self.schedule, self.verbose = schedule, verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = self.schedule(epoch, float(self.model.optimizer.learning_rate))
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"the schedule must return a finite float >= 0, got {lr!r} at epoch {epoch}")
+        self.model._set_learning_rate(lr)
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {float(lr):g}.")
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by `factor` (never below `min_lr`) when `monitor` has
+    not improved by `min_delta` for `patience` epochs; then wait `cooldown` epochs
+    before counting again."""
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
+                 cooldown=0, min_lr=0.0):
+        if not 0 <= factor < 1:
+            raise ValueError(f"factor must be in [0, 1), got {factor!r}")
+        self.monitor, self.factor, self.patience, self.verbose = monitor, float(factor), patience, verbose
+        self.min_delta, self.cooldown, self.min_lr = abs(min_delta), cooldown, float(min_lr)
+        sign = -1 if (mode == "max" or (mode == "auto" and "acc" in monitor)) else 1
+        self.improved = lambda cur, best: sign * (best - cur) > self.min_delta
+        self.best, self.wait, self.cooldown_counter = None, 0, 0
+
+    def on_train_begin(self, logs=None):
+        self.best, self.wait, self.cooldown_counter = None, 0, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        cur = (logs or {}).get(self.monitor)
+        if cur is None or (isinstance(cur, float) and math.isnan(cur)):
+            return
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self.best is None or self.improved(cur, self.best):
+            self.best, self.wait = cur, 0
+            return
+        if self.cooldown_counter > 0:
+            return
+        self.wait += 1
+        if self.wait < self.patience:
+            return
+        old = float(self.model.optimizer.learning_rate)
+        if old > self.min_lr:
+            new = max(old * self.factor, self.min_lr)
+            self.model._set_learning_rate(new)
+            if self.verbose:
+                print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new:g}.")
+            self.cooldown_counter, self.wait = self.cooldown, 0
+
+
+class TerminateOnNaN(Callback):
+    """Stop training at the first batch whose loss is NaN or infinite, instead of fit()
+    raising FloatingPointError (the weights of that step are kept, as then)."""
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            print(f"Batch {batch}: invalid loss {loss}, terminating training")
+            self.model.stop_training = True

@@ -5,6 +5,7 @@ import concurrent.futures
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 import time
@@ -201,6 +202,18 @@ class Sequential:
             self.build()
         return self
 
+    def _set_learning_rate(self, lr):
+        """The optimizer's learning rate from now on (its moments and step count kept):
+        what the learning-rate callbacks use."""
+        lr = float(lr)
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"learning rate must be finite and >= 0, got {lr!r}")
+        if self.optimizer is None:
+            raise RuntimeError("call compile() before changing the learning rate")
+        self.optimizer.learning_rate = lr
+        if self._net is not None:
+            self._net.set_learning_rate(lr)
+
     # ---- training -------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, seed=None, shuffle=True,
             callbacks=None, initial_epoch=0):
@@ -264,6 +277,11 @@ class Sequential:
                     s0 = time.perf_counter()
                     loss, right = net.train_step(xb, yb)
                     step_ms[i] = 1000.0 * (time.perf_counter() - s0)
+                    if not np.isfinite(loss) and any(isinstance(cb, cbks.TerminateOnNaN) for cb in cb_list):
+                        for cb in cb_list:
+                            if isinstance(cb, cbks.TerminateOnNaN):
+                                cb.on_batch_end(i, {"loss": float(loss)})
+                        break  # the epoch ends here, without its epoch-end logs
                     if not np.isfinite(loss):
                         raise FloatingPointError(
                             f"loss became {loss} at epoch {epoch + 1}, step {i + 1}: lower the learning rate "
@@ -273,6 +291,8 @@ class Sequential:
                     done = min((i + 1) * batch_size, n)
                     for cb in cb_list:
                         cb.on_batch_end(i, {"loss": loss_sum / done, "accuracy": correct / done})
+                if not np.isfinite(loss):  # TerminateOnNaN stopped the epoch
+                    break
                 epoch_time = time.perf_counter() - t0
                 logs = {"loss": loss_sum / n, "accuracy": correct / n}
                 if val is not None:

@@ -407,6 +407,16 @@ void ga_net_destroy(ga_net *net)
     free(net);
 }
 
+ga_status ga_net_set_learning_rate(ga_net *net, float lr)
+{
+    if (!net)
+        return ga_fail(GA_ERR_VALUE, "set_learning_rate: NULL net");
+    if (!(lr >= 0.0f) || !isfinite(lr))
+        return ga_fail(GA_ERR_VALUE, "learning rate must be finite and >= 0");
+    net->opt.lr = lr;
+    return GA_OK;
+}
+
 ga_status ga_net_set_optimizer(ga_net *net, const ga_optimizer *opt)
 {
     if (opt->kind != GA_OPT_SGD && opt->kind != GA_OPT_ADAM)

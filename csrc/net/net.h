@@ -153,6 +153,9 @@ void ga_net_destroy(ga_net *net);
 
 /* Replaces the optimizer and clears its state (momentum, Adam moments, step). */
 ga_status ga_net_set_optimizer(ga_net *net, const ga_optimizer *opt);
+/* A new learning rate for the optimizer in place; its moments and step count stay
+ * (learning-rate schedules). */
+ga_status ga_net_set_learning_rate(ga_net *net, float lr);
 
 /* x_host (n, C, H, W), labels_host (n) in [0, classes): one SGD/Adam step.
  * loss = mean loss of the batch before the update, correct = right argmaxes. */

@@ -416,6 +416,18 @@ static PyObject *net_set_optimizer(GaNet *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *net_set_learning_rate(GaNet *self, PyObject *arg)
+{
+    const double lr = PyFloat_AsDouble(arg);
+    if ((lr == -1.0 && PyErr_Occurred()) || ready(self) < 0)
+        return NULL;
+    ga_status st;
+    NET_RUN(self, st, ga_net_set_learning_rate(self->net, (float)lr));
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    Py_RETURN_NONE;
+}
+
 /* A host copy of one of the net's flat blocks (parameters or state). */
 static PyObject *block_get(GaNet *self, int64_t count, ga_status (*get)(ga_net *, float *))
 {
@@ -730,6 +742,8 @@ static PyMethodDef net_methods[] = {
     {"get_state", (PyCFunction)net_get_state, METH_NOARGS, "the non-trainable state block (batch-norm moving mean, variance)"},
     {"set_state", (PyCFunction)net_set_state, METH_O, "overwrite the state block"},
     {"slots", (PyCFunction)net_slots, METH_NOARGS, "per layer: [(name, block 'p'/'s', offset, shape)] of its weights and state"},
+    {"set_learning_rate", (PyCFunction)net_set_learning_rate, METH_O,
+     "set_learning_rate(lr): the optimizer's learning rate, its moments kept"},
     {"conv_kernels", (PyCFunction)net_conv_kernels, METH_NOARGS,
      "per layer: the convolution algorithm of its last forward, None if not a convolution"},
     {"state_info", (PyCFunction)net_state_info, METH_NOARGS, "per layer: (state_off, ns)"},
