@@ -357,6 +357,15 @@ void ga_conv_store_pooled(float *y, int32_t *arg, const float *ws, const float *
     }
 }
 
+void ga_conv_store(float *y, int32_t *arg, const float *ws, const float *b, ga_act act, const ga_conv_shape *s,
+                   const ga_pool_shape *ps, int64_t img0, int64_t nb)
+{
+    if (ps)
+        ga_conv_store_pooled(y, arg, ws, b, act, s, ps, img0, nb);
+    else
+        ga_conv_store_output(y, ws, b, act, s, img0, nb);
+}
+
 /* Forward; with `ps` the pool that follows is fused in. */
 static ga_status forward_fast(float *y, int32_t *arg, const ga_pool_shape *ps, float *col, float *ws,
                               const float *x, const float *w, const float *b, ga_act act,
@@ -380,10 +389,7 @@ static ga_status forward_fast(float *y, int32_t *arg, const ga_pool_shape *ps, f
                                      GA_VARIANT_FAST, 1);
             if (st != GA_OK)
                 break;
-            if (ps)
-                ga_conv_store_pooled(y, arg, my_out, b, act, s, ps, img0, nb);
-            else
-                ga_conv_store_output(y, my_out, b, act, s, img0, nb);
+            ga_conv_store(y, arg, my_out, b, act, s, ps, img0, nb);
         }
         ga_conv_keep_error(&err, st);
     }

@@ -39,6 +39,10 @@ void ga_conv_store_output(float *y, const float *ws, const float *b, ga_act act,
 /* ws (k, nb p q) -> + bias, act -> max pool ps -> y, arg of images [img0, img0 + nb). */
 void ga_conv_store_pooled(float *y, int32_t *arg, const float *ws, const float *b, ga_act act,
                           const ga_conv_shape *s, const ga_pool_shape *ps, int64_t img0, int64_t nb);
+/* The epilogue of a chunk: ga_conv_store_pooled with a fused pool (ps), else
+ * ga_conv_store_output (arg unused). */
+void ga_conv_store(float *y, int32_t *arg, const float *ws, const float *b, ga_act act, const ga_conv_shape *s,
+                   const ga_pool_shape *ps, int64_t img0, int64_t nb);
 /* dyt (k, nb p q) = the conv output gradient of images [img0, img0 + nb), and
  * db (k) = (first ? 0 : db) + its sums (db may be NULL). Without `ps`, dy
  * (n, k, p q) is that gradient (transposed here); with `ps`, dy (n, k, pp, pq)

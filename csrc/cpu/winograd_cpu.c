@@ -498,10 +498,7 @@ ga_status ga_winograd_forward_cpu(float *y, int32_t *arg, const ga_pool_shape *p
             const int64_t img0 = ci * pl.chunk, nb = s->n - img0 < pl.chunk ? s->n - img0 : pl.chunk;
             float *out = buf + correlation_floats(&cr);
             correlate(&cr, chunk_planes(out, s, nb), x_planes(x, s, img0), nb * T, buf);
-            if (ps)
-                ga_conv_store_pooled(y, arg, out, b, act, s, ps, img0, nb);
-            else
-                ga_conv_store_output(y, out, b, act, s, img0, nb);
+            ga_conv_store(y, arg, out, b, act, s, ps, img0, nb);
         }
         ga_conv_keep_error(&err, st);
     }
