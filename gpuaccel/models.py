@@ -53,19 +53,41 @@ def _check_finite(x, what):
         raise ValueError(f"{what} contains NaN or Inf")
 
 
-# fit() on a GPU gathers batch i + 1 in one worker thread while the C step of
-# batch i runs (the step releases the GIL and waits for the device), so the
-# shuffled gather overlaps the step. Same batches, same order, same results.
-# On the CPU the step keeps every core busy, so there is nothing to overlap
-# with: measured, the hand-off cost 10-40 us a step on a tiny model and gained
-# nothing on the reference CNN, so the CPU gathers inline. "auto": prefetch on
-# every device but the CPU; True / False force it on / off (tests, benchmarks).
+# Where fit's data live. On the CPU "device memory" is host memory: the net reads
+# the caller's array in place. On a GPU, data that fit (device_data='auto': at most
+# a quarter of the device's memory) are uploaded once; the epoch's order is an
+# index array on the device and each batch is gathered there by a kernel. Data
+# too large for that go in chunks of steps_per_execution batches, gathered on the
+# host (the next chunk in one worker thread while the C call for this one runs:
+# the call releases the GIL and waits for the device) and uploaded once per call.
+# "auto": prefetch chunks on every device but the CPU; True / False force it.
 _PREFETCH = "auto"
+_DATA_TRAIN, _DATA_EVAL = 0, 1
 
 
 def _gather(x, y, idx):
-    """The batch of rows `idx`: new contiguous float32 images and int32 labels."""
+    """The rows `idx`: new contiguous float32 images and int32 labels."""
     return x[idx], y[idx]
+
+
+def _tensor_images(x, input_shape, device, what="x"):
+    """A Tensor of images (N, C, H, W) on `device`, checked."""
+    if x.device != device:
+        raise ValueError(f"{what} is a Tensor on {x.device}, the model is on {device} (move one of them)")
+    if len(x.shape) != 4 or (input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape)):
+        raise ValueError(f"{what} must have shape (N, *{tuple(input_shape) if input_shape else '(C, H, W)'}), "
+                         f"got {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{what} has no samples")
+    return x
+
+
+def _fits_on_device(device, nbytes):
+    if device == "cpu":
+        return True
+    from . import cuda
+    index = int(device.split(":")[1]) if ":" in device else 0
+    return nbytes <= cuda.get_device_properties(index)["total_memory"] // 4
 
 
 class Sequential:
@@ -78,6 +100,7 @@ class Sequential:
         self.input_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
         self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
         self.optimizer = None
+        self.steps_per_execution = 1
         self.loss = None
         self.metrics = []
         self.device = "cpu"
@@ -181,9 +204,15 @@ class Sequential:
             self.build(None if x is None or self.input_shape is not None else _as_images(x).shape[1:])
         return self._net
 
-    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=("accuracy",), device=None):
+    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=("accuracy",), device=None,
+                steps_per_execution=1):
         """Choose optimizer, loss and device. Moving to another device keeps the weights
-        (the optimizer state starts afresh)."""
+        (the optimizer state starts afresh). steps_per_execution: training steps per C
+        call (one synchronisation each), as in Keras."""
+        if (not isinstance(steps_per_execution, (int, np.integer)) or isinstance(steps_per_execution, bool)
+                or steps_per_execution < 1):
+            raise ValueError(f"steps_per_execution must be an int >= 1, got {steps_per_execution!r}")
+        self.steps_per_execution = int(steps_per_execution)
         if loss not in ("sparse_categorical_crossentropy", "softmax_cross_entropy"):
             raise ValueError(f"unsupported loss {loss!r}: gpuaccel trains with 'sparse_categorical_crossentropy' on logits")
         for m in metrics or ():
@@ -216,14 +245,20 @@ class Sequential:
 
     # ---- training -------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, seed=None, shuffle=True,
-            callbacks=None, initial_epoch=0):
+            callbacks=None, initial_epoch=0, device_data="auto"):
         """Train; returns a History whose `history` holds one value per epoch of:
         loss, accuracy, [val_loss, val_accuracy,] epoch_time_s, step_time_ms_p50,
         step_time_ms_p95, images_per_s.
 
+        x may be a NumPy array or a gpuaccel.Tensor on the model's device (read in place,
+        not checked for NaN). device_data: 'auto' uploads NumPy data to a GPU once when
+        they take at most a quarter of its memory, True always, False never (then each
+        call's batches are copied in). compile(steps_per_execution=N) runs N steps per
+        C call; callbacks and the progress bar see every N-th batch, as in Keras.
+
         epoch_time_s covers the whole epoch: shuffling, batch gathering, the copies
-        to the device and every step. Step times are wall-clock per train_step call,
-        which returns only after the step finished on the device."""
+        to the device and every step. Step times are the wall-clock time of each call
+        (which returns only after its steps finished on the device) over its steps."""
         if self.optimizer is None:
             raise RuntimeError("call compile() before fit()")
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
@@ -232,21 +267,33 @@ class Sequential:
             raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
         if verbose not in (0, 1, 2):
             raise ValueError("verbose must be 0, 1 or 2")
-        x = _as_images(x, self.input_shape)
-        net = self._require_net(x)
+        if device_data not in ("auto", True, False):
+            raise ValueError(f"device_data must be 'auto', True or False, got {device_data!r}")
+        if isinstance(x, _C.Tensor):
+            x = _tensor_images(x, self.input_shape, self.device)
+            net = self._require_net() if self.input_shape is not None else self._require_net_shape(x.shape[1:])
+        else:
+            x = _as_images(x, self.input_shape)
+            net = self._require_net(x)
+            _check_finite(x, "x")
         self._sync_trainable()
         n = x.shape[0]
         if n == 0:
             raise ValueError("cannot fit on an empty data set")
-        _check_finite(x, "x")
-        y = _as_labels(y, n, net.classes)
+        y = _as_labels(y.numpy() if isinstance(y, _C.Tensor) else y, n, net.classes)
+        resident = (isinstance(x, _C.Tensor) or device_data is True
+                    or (device_data == "auto" and _fits_on_device(self.device, x.size * 4)))
         val = None
         if validation_data is not None:
             xv, yv = validation_data[:2]
-            xv = _as_images(xv, self.input_shape)
-            _check_finite(xv, "validation x")
-            val = (xv, _as_labels(yv, xv.shape[0], net.classes))
-
+            if isinstance(xv, _C.Tensor):
+                xv = _tensor_images(xv, self.input_shape, self.device, "validation x")
+            else:
+                xv = _as_images(xv, self.input_shape)
+                _check_finite(xv, "validation x")
+            yv = _as_labels(yv.numpy() if isinstance(yv, _C.Tensor) else yv, xv.shape[0], net.classes)
+            val = (xv, yv)
+        spe = self.steps_per_execution
         history = cbks.History()
         cb_list = [history] + list(callbacks or []) + ([cbks.ProgressBar(verbose)] if verbose else [])
         steps = -(-n // batch_size)
@@ -256,47 +303,69 @@ class Sequential:
             cb.model = self
             cb.on_train_begin({"epochs": epochs, "steps": steps})
         step_ms = np.empty(steps)
-        # one worker, created here and joined in `finally`: no thread outlives fit
         prefetch = self.device != "cpu" if _PREFETCH == "auto" else bool(_PREFETCH)
+        chunk = spe * batch_size  # samples per call when the data go in chunks
+        # one worker, created here and joined in `finally`: no thread outlives fit
         pool = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gpuaccel-fit-prefetch")
-                if prefetch and steps > 1 else None)
+                if not resident and prefetch and n > chunk else None)
+        loss = 0.0
         try:
+            if resident:
+                net.set_data(_DATA_TRAIN, x, y)
+            val_bound = (val is not None and (device_data is not False or isinstance(val[0], _C.Tensor))
+                         and self._in_one_call(val[0]))
+            if val_bound:
+                net.set_data(_DATA_EVAL, *val)
             for epoch in range(initial_epoch, epochs):
                 for cb in cb_list:
                     cb.on_epoch_begin(epoch)
                 t0 = time.perf_counter()
-                order = rng.permutation(n) if shuffle else np.arange(n)
-                loss_sum, correct = 0.0, 0
-                ahead = None  # the future of batch i, gathered during step i - 1
-                for i in range(steps):
-                    idx = order[i * batch_size:(i + 1) * batch_size]
-                    xb, yb = _gather(x, y, idx) if ahead is None else ahead.result()
-                    ahead = None
-                    if pool is not None and i + 1 < steps:
-                        ahead = pool.submit(_gather, x, y, order[(i + 1) * batch_size:(i + 2) * batch_size])
+                order = rng.permutation(n) if shuffle else None
+                if resident:
+                    net.set_order(order)
+                loss_sum, correct, i, ahead = 0.0, 0, 0, None
+                while i < steps:
+                    k = min(spe, steps - i)
+                    if not resident:  # this call's chunk, gathered on the host and uploaded
+                        lo, hi = i * batch_size, min((i + k) * batch_size, n)
+                        idx = order[lo:hi] if order is not None else slice(lo, hi)
+                        xb, yb = _gather(x, y, idx) if ahead is None else ahead.result()
+                        ahead = None
+                        if pool is not None and hi < n:
+                            nxt = slice(hi, min(hi + chunk, n))
+                            ahead = pool.submit(_gather, x, y, order[nxt] if order is not None else nxt)
+                        net.set_data(_DATA_TRAIN, xb, yb)
                     s0 = time.perf_counter()
-                    loss, right = net.train_step(xb, yb)
-                    step_ms[i] = 1000.0 * (time.perf_counter() - s0)
+                    done, samples, lsum, right = net.train_steps(k, batch_size)
+                    step_ms[i:i + done] = 1000.0 * (time.perf_counter() - s0) / done
+                    i += done
+                    loss = lsum / samples
                     if not np.isfinite(loss) and any(isinstance(cb, cbks.TerminateOnNaN) for cb in cb_list):
                         for cb in cb_list:
                             if isinstance(cb, cbks.TerminateOnNaN):
-                                cb.on_batch_end(i, {"loss": float(loss)})
+                                cb.on_batch_end(i - 1, {"loss": float(loss)})
                         break  # the epoch ends here, without its epoch-end logs
                     if not np.isfinite(loss):
+                        where = f"step {i}" if done == 1 else f"steps {i - done + 1}-{i}"
                         raise FloatingPointError(
-                            f"loss became {loss} at epoch {epoch + 1}, step {i + 1}: lower the learning rate "
+                            f"loss became {loss} at epoch {epoch + 1}, {where}: lower the learning rate "
                             "or check the inputs (the weights of that step were kept)")
-                    loss_sum += loss * len(idx)
+                    loss_sum += lsum
                     correct += right
-                    done = min((i + 1) * batch_size, n)
+                    seen = min(i * batch_size, n)
                     for cb in cb_list:
-                        cb.on_batch_end(i, {"loss": loss_sum / done, "accuracy": correct / done})
+                        cb.on_batch_end(i - 1, {"loss": loss_sum / seen, "accuracy": correct / seen})
                 if not np.isfinite(loss):  # TerminateOnNaN stopped the epoch
                     break
                 epoch_time = time.perf_counter() - t0
                 logs = {"loss": loss_sum / n, "accuracy": correct / n}
                 if val is not None:
-                    logs["val_loss"], logs["val_accuracy"] = self.evaluate(*val, batch_size=max(batch_size, 256))
+                    vb = max(batch_size, 256)
+                    if val_bound:
+                        vl, vc = net.evaluate_data(_DATA_EVAL, vb)
+                        logs["val_loss"], logs["val_accuracy"] = vl / val[0].shape[0], vc / val[0].shape[0]
+                    else:
+                        logs["val_loss"], logs["val_accuracy"] = self.evaluate(*val, batch_size=vb)
                 logs.update(epoch_time_s=epoch_time, step_time_ms_p50=float(np.percentile(step_ms, 50)),
                             step_time_ms_p95=float(np.percentile(step_ms, 95)), images_per_s=n / epoch_time)
                 for cb in cb_list:
@@ -306,10 +375,17 @@ class Sequential:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)  # at most one short gather to wait for
+            net.clear_data(_DATA_TRAIN)  # the model keeps no reference to the caller's data
+            net.clear_data(_DATA_EVAL)
             for cb in cb_list:
                 cb.on_train_end()
         self.history = history
         return history
+
+    def _require_net_shape(self, shape):
+        if self._net is None:
+            self.build(tuple(shape))
+        return self._net
 
     def _batches(self, x, batch_size):
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
@@ -317,31 +393,56 @@ class Sequential:
         for i in range(0, x.shape[0], batch_size):
             yield i, x[i:i + batch_size]
 
-    def evaluate(self, x, y, batch_size=256, verbose=0):
-        """Returns (loss, accuracy) in inference mode (dropout off)."""
+    def _inputs(self, x):
+        """x as checked images: a Tensor on the model's device, or float32 (N, C, H, W)."""
+        if isinstance(x, _C.Tensor):
+            x = _tensor_images(x, self.input_shape, self.device)
+            return x, (self._require_net() if self.input_shape is not None else self._require_net_shape(x.shape[1:]))
         x = _as_images(x, self.input_shape)
         net = self._require_net(x)
-        if x.shape[0] == 0:
-            raise ValueError("cannot evaluate on an empty data set")
-        _check_finite(x, "x")
-        y = _as_labels(y, x.shape[0], net.classes)
-        loss_sum, correct = 0.0, 0
-        for i, xb in self._batches(x, batch_size):
-            l, c = net.evaluate(xb, y[i:i + xb.shape[0]])
-            loss_sum += l
-            correct += c
+        if x.shape[0]:
+            _check_finite(x, "x")
+        return x, net
+
+    def _in_one_call(self, x):
+        """True when evaluate / predict can hand all of x to the device in one call
+        (always on the CPU, where nothing is copied)."""
+        return isinstance(x, _C.Tensor) or _fits_on_device(self.device, int(np.prod(x.shape)) * 4)
+
+    def evaluate(self, x, y, batch_size=256, verbose=0):
+        """Returns (loss, accuracy) in inference mode (dropout off), in one C call per
+        data set that fits on the device. x: NumPy array or Tensor on the model's device."""
+        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        x, net = self._inputs(x)
         n = x.shape[0]
+        if n == 0:
+            raise ValueError("cannot evaluate on an empty data set")
+        y = _as_labels(y.numpy() if isinstance(y, _C.Tensor) else y, n, net.classes)
+        out = net.infer(x, y, batch_size) if self._in_one_call(x) else None
+        if out is None:
+            loss_sum, correct = 0.0, 0
+            for i, xb in self._batches(x, batch_size):
+                l, c = net.evaluate(xb, y[i:i + xb.shape[0]])
+                loss_sum += l
+                correct += c
+        else:
+            loss_sum, correct = out
         if verbose:
             print(f"loss: {loss_sum / n:.4f} - accuracy: {correct / n:.4f}")
         return loss_sum / n, correct / n
 
     def predict(self, x, batch_size=256):
-        """Logits (N, classes) in inference mode."""
-        x = _as_images(x, self.input_shape)
-        net = self._require_net(x)
+        """Logits (N, classes) in inference mode. x: NumPy array or Tensor on the model's device."""
+        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        x, net = self._inputs(x)
         if x.shape[0] == 0:
             return np.zeros((0, net.classes), np.float32)
-        return np.concatenate([net.predict(xb) for _, xb in self._batches(x, batch_size)])
+        out = net.infer(x, None, batch_size) if self._in_one_call(x) else None
+        if out is None:
+            out = np.concatenate([net.predict(xb) for _, xb in self._batches(x, batch_size)])
+        return out
 
     # ---- weights --------------------------------------------------------------
     def _slots(self):

@@ -352,14 +352,15 @@ def test_load_rejects_truncations_and_edited_config(tmp_path):
 
 
 class CountingNet:
-    """Wraps the C Net to count completed train_step calls."""
+    """Wraps the C Net to count completed training steps (fit runs them through
+    train_steps, so many per call with steps_per_execution)."""
 
     def __init__(self, net):
         self._net, self.steps = net, 0
 
-    def train_step(self, *a):
-        out = self._net.train_step(*a)
-        self.steps += 1
+    def train_steps(self, *a):
+        out = self._net.train_steps(*a)
+        self.steps += out[0]
         return out
 
     def __getattr__(self, name):

@@ -20,7 +20,7 @@
 #include "act.h"
 #include "status.h"
 
-#define GA_BACKEND_ABI 8
+#define GA_BACKEND_ABI 9
 
 /* Kernel variants, selectable for tests and benchmarks. */
 enum {
@@ -134,6 +134,23 @@ typedef struct ga_backend {
     ga_status (*host_alloc)(void **p, size_t bytes);
     void (*host_free)(void *p);
     ga_status (*to_device_async)(void *dst, const void *host_src, size_t bytes);
+
+    /* --- optional recording of work as a graph (NULL on the CPU) ---
+     * graph_begin: what this host thread queues on the device's stream from now on
+     *   is recorded, not run, until graph_end, which hands the recording back in
+     *   *graph ready to run (on failure nothing is kept and recording has ended).
+     *   No synchronising call (to_host, synchronize) and no allocation may happen
+     *   in between.
+     * graph_launch: queues a recorded graph's work on the stream, in its order,
+     *   as if it were queued again; graph_free releases one (NULL is fine).
+     * graph_generation: changes whenever memory the backend gives its kernels by
+     *   itself (the split-K scratch) moves; a graph recorded under another
+     *   generation may point at freed memory and must be recorded again. */
+    ga_status (*graph_begin)(void);
+    ga_status (*graph_end)(void **graph);
+    ga_status (*graph_launch)(void *graph);
+    void (*graph_free)(void *graph);
+    uint64_t (*graph_generation)(void);
 } ga_backend;
 
 /* The CPU table (csrc/cpu/backend_cpu.c). */

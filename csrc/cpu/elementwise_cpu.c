@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/rng.h"
+#include "core/steps.h"
 #include "cpu/omp_util.h"
 
 #define CHECK_PTR(p, n, name)                                                                  \
@@ -137,8 +138,10 @@ ga_status ga_mul_cpu(float *y, const float *a, const float *b, int64_t n)
 
 /* y, mask (n): inverted dropout with the counter-based stream of core/rng.h. */
 ga_status ga_dropout_forward_cpu(float *y, float *mask, const float *x, int64_t n, float rate,
-                                 uint64_t seed)
+                                 uint64_t seed, const int64_t *draw, int64_t offset)
 {
+    if (draw)
+        seed = ga_rng_hash(seed, (uint64_t)(*draw + offset));
     CHECK_PTR(y, n, "y");
     CHECK_PTR(mask, n, "mask");
     CHECK_PTR(x, n, "x");
@@ -151,5 +154,38 @@ ga_status ga_dropout_forward_cpu(float *y, float *mask, const float *x, int64_t 
         mask[i] = m;
         y[i] = x[i] * m;
     }
+    return GA_OK;
+}
+
+/* xb (n, row), lb (n) <- the rows order[*pos + i] (or *pos + i) of x and labels. */
+ga_status ga_gather_rows_cpu(float *xb, int32_t *lb, const float *x, const int32_t *labels, const int32_t *order,
+                             const int64_t *pos, int64_t n, int64_t row)
+{
+    if (n < 0 || row < 0 || !pos)
+        return ga_fail(GA_ERR_VALUE, "gather_rows: bad arguments");
+    CHECK_PTR(xb, n * row, "xb");
+    CHECK_PTR(x, n * row, "x");
+    if ((lb == NULL) != (labels == NULL))
+        return ga_fail(GA_ERR_VALUE, "gather_rows: labels and lb must both be given or both be NULL");
+    const int64_t p0 = *pos;
+    if (p0 < 0)
+        return ga_fail(GA_ERR_VALUE, "gather_rows: position %lld < 0", (long long)p0);
+    GA_PARALLEL_FOR(n * row)
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t src = order ? order[p0 + i] : p0 + i;
+        memcpy(xb + i * row, x + src * row, (size_t)row * sizeof(float));
+        if (lb)
+            lb[i] = labels[src];
+    }
+    return GA_OK;
+}
+
+ga_status ga_advance_counters_cpu(int64_t *ctl, int64_t dt, int64_t ddraws, int64_t dpos)
+{
+    if (!ctl)
+        return ga_fail(GA_ERR_VALUE, "advance_counters: NULL counters");
+    ctl[GA_STEP_T] += dt;
+    ctl[GA_STEP_DRAWS] += ddraws;
+    ctl[GA_STEP_POS] += dpos;
     return GA_OK;
 }

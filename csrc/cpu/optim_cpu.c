@@ -1,6 +1,7 @@
 /* Fused optimizer updates on the CPU: one pass over the flat parameter block.
  * Formulas in core/backend.h. */
 #include "cpu/kernels_cpu.h"
+#include "core/steps.h"
 
 #include <math.h>
 
@@ -46,12 +47,14 @@ static void adam_range(float *restrict w, float *restrict m, float *restrict v, 
 }
 
 ga_status ga_adam_update_cpu(float *w, float *m, float *v, const float *g, int64_t n, float lr,
-                             float beta1, float beta2, float eps, float weight_decay, int64_t t)
+                             float beta1, float beta2, float eps, float weight_decay, const int64_t *step)
 {
-    if (n < 0 || t < 1 || (n > 0 && (!w || !m || !v || !g)))
+    if (n < 0 || !step || (n > 0 && (!w || !m || !v || !g)))
         return ga_fail(GA_ERR_VALUE, "adam_update: bad arguments");
-    const float c1 = 1.0f / (1.0f - powf(beta1, (float)t));
-    const float c2 = 1.0f / (1.0f - powf(beta2, (float)t));
+    const int64_t t = *step;
+    if (t < 1)
+        return ga_fail(GA_ERR_VALUE, "adam_update: step t must be >= 1, got %lld", (long long)t);
+    const float c1 = ga_adam_correction(beta1, t), c2 = ga_adam_correction(beta2, t);
     const int64_t block = 8192, nblocks = (n + block - 1) / block;
     GA_PARALLEL_FOR(n)
     for (int64_t b = 0; b < nblocks; b++) {

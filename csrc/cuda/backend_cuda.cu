@@ -6,6 +6,7 @@
  * wait. Errors of asynchronous kernels surface at those calls. */
 #include "cuda/cuda_common.h"
 
+#include <atomic>
 #include <mutex>
 
 namespace {
@@ -23,6 +24,7 @@ struct DeviceContext {
 DeviceContext g_ctx[kMaxDevices];
 std::mutex g_ctx_mutex;     /* guards lazy creation in g_ctx */
 std::mutex g_scratch_mutex; /* held from scratch_acquire to scratch_release */
+std::atomic<uint64_t> g_scratch_generation{1}; /* bumped when any device's scratch moves */
 
 /* Sticky errors leave the CUDA context unusable until the process restarts. */
 bool is_sticky(cudaError_t e)
@@ -169,6 +171,7 @@ ga_status ga_cuda_scratch_acquire(void **p, size_t bytes)
             return ga_cuda_fail(e, "cudaMallocAsync(scratch, bytes, stream)", want);
         }
         ctx->scratch_bytes = want;
+        g_scratch_generation.fetch_add(1);
     }
     *p = ctx->scratch;
     return GA_OK;
@@ -300,6 +303,53 @@ void ga_cuda_host_free(void *p)
         cudaGetLastError(); /* nothing to report to: keep the error slot clean */
 }
 
+/* ---- graphs: the training steps recorded once and replayed ---- */
+
+/* Thread-local capture: another host thread's unrelated CUDA calls (a
+ * notebook's ga.ops in a second thread) neither break nor join the recording. */
+static ga_status ga_cuda_graph_begin(void)
+{
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    GA_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    return GA_OK;
+}
+
+static ga_status ga_cuda_graph_end(void **graph)
+{
+    if (graph == NULL)
+        return ga_fail(GA_ERR_VALUE, "graph_end: NULL result pointer");
+    *graph = NULL;
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    cudaGraph_t g = nullptr;
+    GA_CUDA(cudaStreamEndCapture(s, &g));
+    cudaGraphExec_t exec = nullptr;
+    cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess)
+        return ga_cuda_fail(e, "cudaGraphInstantiate", 0);
+    *graph = exec;
+    return GA_OK;
+}
+
+static ga_status ga_cuda_graph_launch(void *graph)
+{
+    GA_CHECK_PTR(graph, 1);
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    GA_CUDA(cudaGraphLaunch((cudaGraphExec_t)graph, s));
+    return GA_OK;
+}
+
+static void ga_cuda_graph_free(void *graph)
+{
+    if (graph != NULL && cudaGraphExecDestroy((cudaGraphExec_t)graph) != cudaSuccess)
+        cudaGetLastError();
+}
+
+static uint64_t ga_cuda_graph_generation(void) { return g_scratch_generation.load(); }
+
 /* The table handed to gpuaccel._C in a capsule (order as in core/backend.h). */
 /* Designated initializers in declaration order (C++20), the kernels generated
  * from core/kernels.def; the conv + pool fusion is not written for the GPU
@@ -326,4 +376,9 @@ extern "C" const ga_backend ga_cuda_backend = {
     .host_free = ga_cuda_host_free,
     /* the same call: cudaMemcpyAsync on the stream returns at once from pinned memory */
     .to_device_async = ga_cuda_to_device,
+    .graph_begin = ga_cuda_graph_begin,
+    .graph_end = ga_cuda_graph_end,
+    .graph_launch = ga_cuda_graph_launch,
+    .graph_free = ga_cuda_graph_free,
+    .graph_generation = ga_cuda_graph_generation,
 };

@@ -3,6 +3,10 @@
  * memory-bound: grid-stride loops with coalesced accesses are enough. */
 #include "cuda/cuda_common.h"
 
+extern "C" {
+#include "core/steps.h"
+}
+
 namespace {
 
 constexpr int kThreads = 256;
@@ -50,13 +54,43 @@ __global__ void mul_kernel(float *y, const float *a, const float *b, int64_t n)
 
 /* mask[i] depends only on (seed, i): the CPU draws the same mask. */
 __global__ void dropout_kernel(float *y, float *__restrict__ mask, const float *x, int64_t n,
-                               float rate, float keep, uint64_t seed)
+                               float rate, float keep, uint64_t seed, const int64_t *__restrict__ draw,
+                               int64_t offset)
 {
+    if (draw)
+        seed = ga_rng_hash(seed, (uint64_t)(*draw + offset));
     GA_GRID_STRIDE(i, n) {
         const float m = ga_rng_uniform(seed, (uint64_t)i) >= rate ? keep : 0.0f;
         mask[i] = m;
         y[i] = x[i] * m;
     }
+}
+
+/* One float4 (or float, when rows are not multiples of 4) per thread-step;
+ * each batch row reads its source row's index from the order on the device. */
+template <int V>
+__global__ void gather_kernel(float *__restrict__ xb, int32_t *__restrict__ lb, const float *__restrict__ x,
+                              const int32_t *__restrict__ labels, const int32_t *__restrict__ order,
+                              const int64_t *__restrict__ pos, int64_t n, int64_t row)
+{
+    const int64_t p0 = *pos, vrow = row / V;
+    GA_GRID_STRIDE(e, n * vrow) {
+        const int64_t i = e / vrow, j = e - i * vrow;
+        const int64_t src = order ? order[p0 + i] : p0 + i;
+        if (V == 4)
+            reinterpret_cast<float4 *>(xb)[e] = reinterpret_cast<const float4 *>(x)[src * vrow + j];
+        else
+            xb[e] = x[src * row + j];
+        if (lb && j == 0)
+            lb[i] = labels[src];
+    }
+}
+
+__global__ void advance_kernel(int64_t *ctl, int64_t dt, int64_t ddraws, int64_t dpos)
+{
+    ctl[GA_STEP_T] += dt;
+    ctl[GA_STEP_DRAWS] += ddraws;
+    ctl[GA_STEP_POS] += dpos;
 }
 
 } // namespace
@@ -145,7 +179,7 @@ ga_status ga_mul_cuda(float *y, const float *a, const float *b, int64_t n)
 
 /* y, mask, x (n): mask = u(seed, i) >= rate ? 1/(1-rate) : 0, y = x * mask */
 ga_status ga_dropout_forward_cuda(float *y, float *mask, const float *x, int64_t n, float rate,
-                                  uint64_t seed)
+                                  uint64_t seed, const int64_t *draw, int64_t offset)
 {
     GA_CHECK_SIZE(n);
     GA_CHECK_PTR(y, n);
@@ -158,7 +192,44 @@ ga_status ga_dropout_forward_cuda(float *y, float *mask, const float *x, int64_t
     const float keep = 1.0f / (1.0f - rate); /* computed as on the CPU, bit for bit */
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
-    GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, dropout_kernel)(y, mask, x, n, rate, keep, seed);
+    GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, dropout_kernel)(y, mask, x, n, rate, keep, seed, draw,
+                                                                                  offset);
     GA_CUDA_LAUNCH("dropout_kernel");
+    return GA_OK;
+}
+
+ga_status ga_gather_rows_cuda(float *xb, int32_t *lb, const float *x, const int32_t *labels, const int32_t *order,
+                              const int64_t *pos, int64_t n, int64_t row)
+{
+    GA_CHECK_SIZE(n);
+    GA_CHECK_SIZE(row);
+    GA_CHECK_PTR(pos, 1);
+    GA_CHECK_PTR(xb, n * row);
+    GA_CHECK_PTR(x, n * row);
+    if ((lb == NULL) != (labels == NULL))
+        return ga_fail(GA_ERR_VALUE, "gather_rows: labels and lb must both be given or both be NULL");
+    if (n * row == 0)
+        return GA_OK;
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    const bool vec = row % 4 == 0 && ((uintptr_t)xb | (uintptr_t)x) % 16 == 0;
+    if (vec) {
+        GA_LAUNCH(ga_cuda_blocks(n * row / 4, kThreads), kThreads, 0, s, gather_kernel<4>)(xb, lb, x, labels, order,
+                                                                                          pos, n, row);
+    } else {
+        GA_LAUNCH(ga_cuda_blocks(n * row, kThreads), kThreads, 0, s, gather_kernel<1>)(xb, lb, x, labels, order,
+                                                                                      pos, n, row);
+    }
+    GA_CUDA_LAUNCH("gather_kernel");
+    return GA_OK;
+}
+
+ga_status ga_advance_counters_cuda(int64_t *ctl, int64_t dt, int64_t ddraws, int64_t dpos)
+{
+    GA_CHECK_PTR(ctl, 1);
+    cudaStream_t s;
+    GA_TRY(ga_cuda_stream(&s));
+    GA_LAUNCH(1, 1, 0, s, advance_kernel)(ctl, dt, ddraws, dpos);
+    GA_CUDA_LAUNCH("advance_kernel");
     return GA_OK;
 }

@@ -3,6 +3,10 @@
  * order as the CPU (formulas in core/backend.h). */
 #include "cuda/cuda_common.h"
 
+extern "C" {
+#include "core/steps.h"
+}
+
 #include <cmath>
 
 namespace {
@@ -27,11 +31,19 @@ __global__ void sgd_momentum_kernel(float *__restrict__ w, float *__restrict__ v
     }
 }
 
-/* c1 = 1 / (1 - beta1^t), c2 = 1 / (1 - beta2^t), computed on the host as on the CPU. */
+/* t = *step is read on the device (a replayed graph sees the step it is at);
+ * one thread per block works out the bias corrections, as the CPU does. */
 __global__ void adam_kernel(float *__restrict__ w, float *__restrict__ m, float *__restrict__ v,
                             const float *__restrict__ g, int64_t n, float lr, float beta1,
-                            float beta2, float eps, float weight_decay, float c1, float c2)
+                            float beta2, float eps, float weight_decay, const int64_t *__restrict__ step)
 {
+    __shared__ float corr[2];
+    if (threadIdx.x == 0) {
+        corr[0] = ga_adam_correction(beta1, *step);
+        corr[1] = ga_adam_correction(beta2, *step);
+    }
+    __syncthreads();
+    const float c1 = corr[0], c2 = corr[1];
     GA_GRID_STRIDE(i, n) {
         const float gi = g[i] + weight_decay * w[i];
         const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
@@ -68,25 +80,22 @@ ga_status ga_sgd_update_cuda(float *w, float *vel, const float *g, int64_t n, fl
     return GA_OK;
 }
 
-/* w, m, v, g (n); t >= 1 is the step number (bias correction) */
+/* w, m, v, g (n); *step >= 1 (device) is the step number (bias correction) */
 ga_status ga_adam_update_cuda(float *w, float *m, float *v, const float *g, int64_t n, float lr,
-                              float beta1, float beta2, float eps, float weight_decay, int64_t t)
+                              float beta1, float beta2, float eps, float weight_decay, const int64_t *step)
 {
     GA_CHECK_SIZE(n);
-    if (t < 1)
-        return ga_fail(GA_ERR_VALUE, "adam_update: step t must be >= 1, got %lld", (long long)t);
+    GA_CHECK_PTR(step, 1);
     GA_CHECK_PTR(w, n);
     GA_CHECK_PTR(m, n);
     GA_CHECK_PTR(v, n);
     GA_CHECK_PTR(g, n);
     if (n == 0)
         return GA_OK;
-    const float c1 = 1.0f / (1.0f - powf(beta1, (float)t));
-    const float c2 = 1.0f / (1.0f - powf(beta2, (float)t));
     cudaStream_t s;
     GA_TRY(ga_cuda_stream(&s));
     GA_LAUNCH(ga_cuda_blocks(n, kThreads), kThreads, 0, s, adam_kernel)(w, m, v, g, n, lr, beta1, beta2,
-                                                                 eps, weight_decay, c1, c2);
+                                                                 eps, weight_decay, step);
     GA_CUDA_LAUNCH("adam_kernel");
     return GA_OK;
 }

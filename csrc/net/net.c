@@ -11,6 +11,7 @@
 #include "core/alloc.h"
 #include "core/checks.h"
 #include "core/rng.h"
+#include "core/steps.h"
 
 extern const ga_layer_ops ga_conv2d_layer, ga_maxpool2d_layer, ga_flatten_layer, ga_dense_layer, ga_dropout_layer,
     ga_activation_layer, ga_batchnorm_layer, ga_global_avgpool_layer, ga_res_begin_layer, ga_res_end_layer,
@@ -126,8 +127,54 @@ static void init_params(ga_net *net, float *host)
     }
 }
 
+/* ---- recorded calls (graphs) ---- */
+
+/* Every recording points at the buffers it ran on: drop them all whenever one
+ * moves (activations regrown, data rebound) or a number they hold by value
+ * changes (learning rate, optimizer, trainable layers). */
+static void drop_graphs(ga_net *net)
+{
+    for (int i = 0; i < GA_NET_GRAPHS; i++) {
+        if (net->graphs[i].graph && net->be->graph_free)
+            net->be->graph_free(net->graphs[i].graph);
+        net->graphs[i] = (ga_net_graph){0};
+    }
+}
+
+int ga_net_graph_count(const ga_net *net)
+{
+    int c = 0;
+    for (int i = 0; i < GA_NET_GRAPHS; i++)
+        c += net->graphs[i].graph != NULL;
+    return c;
+}
+
+/* The host's counters to the device (after the host changed them). */
+static ga_status put_counters(ga_net *net)
+{
+    const int64_t ctl[GA_STEP_COUNTERS] = {[GA_STEP_T] = net->t, [GA_STEP_DRAWS] = (int64_t)net->draws,
+                                           [GA_STEP_POS] = net->pos, [GA_STEP_ZERO] = 0};
+    BE(net, to_device(net->ctl, ctl, sizeof ctl));
+    return GA_OK;
+}
+
+/* The counters move on, on the device (queued after the kernels that read the
+ * old values) and in the host's mirrors: dt optimizer steps, the masks the
+ * last forward drew, dpos samples. */
+static ga_status advance(ga_net *net, int64_t dt, int64_t dpos)
+{
+    if (dt == 0 && dpos == 0 && net->fwd_draws == 0)
+        return GA_OK;
+    BE(net, advance_counters(net->ctl, dt, net->fwd_draws, dpos));
+    net->t += dt;
+    net->draws += (uint64_t)net->fwd_draws;
+    net->pos += dpos;
+    return GA_OK;
+}
+
 static void free_activations(ga_net *net)
 {
+    drop_graphs(net);
     const ga_backend *be = net->be;
     for (int i = 0; i < net->nlayers; i++) {
         ga_layer *l = &net->layers[i];
@@ -341,6 +388,7 @@ ga_status ga_net_create(ga_net **out, const ga_backend *be, int device_index,
             (st = b->alloc((void **)&net->opt1, bytes)) == GA_OK &&
             (st = b->alloc((void **)&net->opt2, bytes)) == GA_OK &&
             (st = b->alloc((void **)&net->stats, 2 * sizeof(float))) == GA_OK &&
+            (st = b->alloc((void **)&net->ctl, GA_STEP_COUNTERS * sizeof(int64_t))) == GA_OK &&
             (st = b->alloc((void **)&net->state, (size_t)net->nstate * sizeof(float))) == GA_OK &&
             (st = b->alloc((void **)&net->aux, (size_t)net->naux * sizeof(float))) == GA_OK &&
             (st = b->to_device(net->params, host, bytes)) == GA_OK &&
@@ -381,6 +429,12 @@ ga_status ga_net_create(ga_net **out, const ga_backend *be, int device_index,
         ga_net_destroy(net);
         return st;
     }
+    if (st == GA_OK)
+        st = put_counters(net);
+    if (st != GA_OK) {
+        ga_net_destroy(net);
+        return st;
+    }
     net->opt = (ga_optimizer){.kind = GA_OPT_SGD, .lr = 0.01f};
     *out = net;
     return GA_OK;
@@ -394,6 +448,9 @@ void ga_net_destroy(ga_net *net)
         net->be->set_device(net->device_index);
         if (net->layers)
             free_activations(net);
+        for (int i = 0; i < GA_DATA_SLOTS; i++)
+            ga_net_clear_data(net, i);
+        net->be->release(net->ctl);
         net->be->release(net->params);
         net->be->release(net->grads);
         net->be->release(net->opt1);
@@ -413,6 +470,8 @@ ga_status ga_net_set_learning_rate(ga_net *net, float lr)
         return ga_fail(GA_ERR_VALUE, "set_learning_rate: NULL net");
     if (!(lr >= 0.0f) || !isfinite(lr))
         return ga_fail(GA_ERR_VALUE, "learning rate must be finite and >= 0");
+    if (lr != net->opt.lr)
+        drop_graphs(net); /* the update kernels take it by value */
     net->opt.lr = lr;
     return GA_OK;
 }
@@ -432,9 +491,10 @@ ga_status ga_net_set_optimizer(ga_net *net, const ga_optimizer *opt)
     size_t bytes = (size_t)net->nparams * sizeof(float);
     BE(net, zero(net->opt1, bytes));
     BE(net, zero(net->opt2, bytes));
+    drop_graphs(net);
     net->opt = *opt;
     net->t = 0;
-    return GA_OK;
+    return put_counters(net);
 }
 
 /* Forward over the batch already in net->x; leaves the logits in the last
@@ -442,6 +502,7 @@ ga_status ga_net_set_optimizer(ga_net *net, const ga_optimizer *opt)
 static ga_status forward(ga_net *net, int64_t n, int training)
 {
     const float *in = net->x;
+    net->fwd_draws = 0;
     for (int i = 0; i < net->nlayers; i++) {
         ga_layer *l = &net->layers[i];
         float *y = l->y;
@@ -527,34 +588,313 @@ static ga_status load_and_forward(ga_net *net, const float *x_host, const int32_
     return GA_OK;
 }
 
+/* The update of the trainable runs of the block, one fused launch per run; Adam
+ * reads its step number from the counters (advanced before this). */
+static ga_status update(ga_net *net)
+{
+    const ga_optimizer *o = &net->opt;
+    for (int r = 0; r < net->nranges; r++) {
+        const int64_t off = net->ranges[2 * r], cnt = net->ranges[2 * r + 1];
+        if (o->kind == GA_OPT_ADAM)
+            BE(net, adam_update(net->params + off, net->opt1 + off, net->opt2 + off, net->grads + off, cnt,
+                                o->lr, o->beta1, o->beta2, o->eps, o->weight_decay, net->ctl + GA_STEP_T));
+        else
+            BE(net, sgd_update(net->params + off, net->opt1 + off, net->grads + off, cnt, o->lr, o->momentum,
+                               o->weight_decay, o->nesterov));
+    }
+    return GA_OK;
+}
+
+/* After forward + loss of n samples: backward, counters, update. */
+static ga_status finish_step(ga_net *net, int64_t n, int64_t dpos)
+{
+    if (net->lowest >= 0) {
+        float *g;
+        GA_TRY(backward(net, n, 1, net->lowest, 0, &g));
+    }
+    GA_TRY(advance(net, 1, dpos));
+    return update(net);
+}
+
 ga_status ga_net_train_step(ga_net *net, const float *x_host, const int32_t *labels_host,
                             int64_t n, float *loss, int64_t *correct)
 {
     if (!labels_host)
         return ga_fail(GA_ERR_VALUE, "training needs labels");
     GA_TRY(load_and_forward(net, x_host, labels_host, n, 1, 1.0f / (float)n));
-    if (net->lowest >= 0) {
-        float *g;
-        GA_TRY(backward(net, n, 1, net->lowest, 0, &g));
-    }
-    net->t++;
-    const ga_optimizer *o = &net->opt;
-    /* only the trainable runs of the block: one fused launch per run */
-    for (int r = 0; r < net->nranges; r++) {
-        const int64_t off = net->ranges[2 * r], cnt = net->ranges[2 * r + 1];
-        if (o->kind == GA_OPT_ADAM)
-            BE(net, adam_update(net->params + off, net->opt1 + off, net->opt2 + off, net->grads + off, cnt,
-                                o->lr, o->beta1, o->beta2, o->eps, o->weight_decay, net->t));
-        else
-            BE(net, sgd_update(net->params + off, net->opt1 + off, net->grads + off, cnt, o->lr, o->momentum,
-                               o->weight_decay, o->nesterov));
-    }
+    GA_TRY(finish_step(net, n, 0));
     float stats[2];
     BE(net, to_host(stats, net->stats, sizeof stats)); /* the step's one synchronisation */
     net->staged = 0;
     *loss = stats[0] / (float)n;
     *correct = (int64_t)stats[1];
     return GA_OK;
+}
+
+/* ---- data resident on the device ---- */
+
+void ga_net_clear_data(ga_net *net, int slot)
+{
+    if (!net || slot < 0 || slot >= GA_DATA_SLOTS)
+        return;
+    ga_net_data *d = &net->data[slot];
+    if (slot == GA_DATA_TRAIN && d->x)
+        drop_graphs(net);
+    if (net->be) {
+        net->be->release(d->own);
+        net->be->release(d->labels);
+        net->be->release(d->order);
+    }
+    *d = (ga_net_data){0};
+}
+
+/* *p holds at least n items of `size` bytes: regrown when it is smaller (and
+ * then, for the train slot's buffers, every recording dropped: they point at it). */
+static ga_status hold(ga_net *net, int slot, void **p, int64_t *cap, int64_t n, size_t size)
+{
+    if (*p && *cap >= n)
+        return GA_OK;
+    if (slot == GA_DATA_TRAIN)
+        drop_graphs(net);
+    net->be->release(*p);
+    *p = NULL;
+    *cap = 0;
+    BE(net, alloc(p, (size_t)n * size));
+    *cap = n;
+    return GA_OK;
+}
+
+ga_status ga_net_set_data(ga_net *net, int slot, const float *x_dev, const float *x_host,
+                          const int32_t *labels_host, int64_t n)
+{
+    if (!net || slot < 0 || slot >= GA_DATA_SLOTS)
+        return ga_fail(GA_ERR_VALUE, "set_data: no such data slot %d", slot);
+    if (n <= 0 || (!x_dev && !x_host))
+        return ga_fail(GA_ERR_VALUE, "set_data: need at least one sample");
+    if (slot == GA_DATA_TRAIN && !labels_host)
+        return ga_fail(GA_ERR_VALUE, "set_data: training data needs labels");
+    if (n > GA_MAX_DIM)
+        return ga_fail(GA_ERR_VALUE, "set_data: at most 2^31 - 1 samples");
+    const int64_t row = per_sample(net->in);
+    if (checked_mul(n, row) < 0 || n * row > GA_MAX_ELEMS)
+        return ga_fail(GA_ERR_VALUE, "set_data: more than 2^40 floats");
+    for (int64_t i = 0; labels_host && i < n; i++)
+        if (labels_host[i] < 0 || labels_host[i] >= net->classes)
+            return ga_fail(GA_ERR_VALUE, "label %d at index %lld is outside [0, %lld)", labels_host[i],
+                           (long long)i, (long long)net->classes);
+    BE(net, set_device(net->device_index));
+    ga_net_data *d = &net->data[slot];
+    if (!x_dev) {
+        GA_TRY(hold(net, slot, (void **)&d->own, &d->x_cap, n, (size_t)row * sizeof(float)));
+        BE(net, to_device(d->own, x_host, (size_t)(n * row) * sizeof(float)));
+    }
+    if (labels_host) {
+        GA_TRY(hold(net, slot, (void **)&d->labels, &d->label_cap, n, sizeof(int32_t)));
+        BE(net, to_device(d->labels, labels_host, (size_t)n * sizeof(int32_t)));
+    }
+    const float *x = x_dev ? x_dev : d->own;
+    if (x != d->x && slot == GA_DATA_TRAIN)
+        drop_graphs(net);
+    d->x = x;
+    d->n = n;
+    d->has_labels = labels_host != NULL;
+    if (slot == GA_DATA_TRAIN)
+        return ga_net_set_order(net, NULL);
+    return GA_OK;
+}
+
+ga_status ga_net_set_order(ga_net *net, const int32_t *order_host)
+{
+    ga_net_data *d = &net->data[GA_DATA_TRAIN];
+    if (!d->x)
+        return ga_fail(GA_ERR_VALUE, "set_order: no training data bound (set_data first)");
+    for (int64_t i = 0; order_host && i < d->n; i++)
+        if (order_host[i] < 0 || order_host[i] >= d->n)
+            return ga_fail(GA_ERR_VALUE, "order[%lld] = %d is outside [0, %lld)", (long long)i, order_host[i],
+                           (long long)d->n);
+    BE(net, set_device(net->device_index));
+    if (order_host) {
+        GA_TRY(hold(net, GA_DATA_TRAIN, (void **)&d->order, &d->order_cap, d->n, sizeof(int32_t)));
+        BE(net, to_device(d->order, order_host, (size_t)d->n * sizeof(int32_t)));
+    }
+    if (d->has_order != (order_host != NULL))
+        drop_graphs(net);
+    d->has_order = order_host != NULL;
+    net->pos = 0;
+    return put_counters(net);
+}
+
+/* k training steps of n samples each, from the train slot at the counters' position. */
+static ga_status steps_on_data(ga_net *net, int64_t k, int64_t n)
+{
+    const ga_net_data *d = &net->data[GA_DATA_TRAIN];
+    const float *logits = NULL;
+    for (int64_t s = 0; s < k; s++) {
+        BE(net, gather_rows(net->x, net->labels, d->x, d->labels, d->has_order ? d->order : NULL,
+                            net->ctl + GA_STEP_POS, n, per_sample(net->in)));
+        GA_TRY(forward(net, n, 1));
+        logits = net->layers[net->nlayers - 1].y_seen;
+        BE(net, softmax_xent(net->stats, net->grad_a, logits, net->labels, n, net->classes, 1.0f / (float)n));
+        GA_TRY(finish_step(net, n, n));
+    }
+    return GA_OK;
+}
+
+static int graphs_enabled(const ga_net *net)
+{
+    const char *env = getenv("GPUACCEL_CUDA_GRAPHS");
+    return net->be->graph_begin && !(env && strcmp(env, "0") == 0);
+}
+
+/* The slot of key (k, n): found, or the oldest one replaced. */
+static ga_net_graph *graph_slot(ga_net *net, int64_t k, int64_t n)
+{
+    ga_net_graph *g = &net->graphs[0];
+    for (int i = 0; i < GA_NET_GRAPHS; i++) {
+        ga_net_graph *c = &net->graphs[i];
+        if (c->steps == k && c->n == n) {
+            g = c;
+            break;
+        }
+        if (c->stamp < g->stamp)
+            g = c;
+    }
+    if (g->steps != k || g->n != n) {
+        if (g->graph)
+            net->be->graph_free(g->graph);
+        *g = (ga_net_graph){.steps = k, .n = n};
+    }
+    g->stamp = ++net->graph_clock;
+    return g;
+}
+
+/* k steps of n samples: replayed from a recording when there is one, recorded
+ * the second time this (k, n) comes (so the first run sized every buffer and
+ * measured every 'auto' convolution), else run as they are. */
+static ga_status run_steps(ga_net *net, int64_t k, int64_t n)
+{
+    ga_net_graph *g = graphs_enabled(net) ? graph_slot(net, k, n) : NULL;
+    if (g && g->graph && g->generation != net->be->graph_generation()) {
+        net->be->graph_free(g->graph); /* the backend's scratch moved under it */
+        g->graph = NULL;
+    }
+    if (g && !g->graph && g->seen == 1) {
+        const int64_t t0 = net->t, p0 = net->pos;
+        const uint64_t d0 = net->draws;
+        ga_status st = net->be->graph_begin();
+        if (st == GA_OK) {
+            ga_status run = steps_on_data(net, k, n);
+            void *graph = NULL;
+            st = net->be->graph_end(&graph);
+            if (run != GA_OK || st != GA_OK) {
+                if (graph)
+                    net->be->graph_free(graph);
+                graph = NULL;
+            }
+            g->graph = graph;
+        }
+        /* recorded, not run: the counters move when it is launched */
+        g->draws = (net->draws - d0) / (uint64_t)k;
+        net->t = t0, net->pos = p0, net->draws = d0;
+        g->generation = net->be->graph_generation();
+        if (!g->graph)
+            g->seen = -1; /* could not record it: run it as it is from now on */
+    }
+    if (g && g->graph) {
+        BE(net, graph_launch(g->graph));
+        net->t += k;
+        net->pos += k * n;
+        net->draws += (uint64_t)k * g->draws;
+        return GA_OK;
+    }
+    if (g && g->seen == 0)
+        g->seen = 1;
+    return steps_on_data(net, k, n);
+}
+
+ga_status ga_net_train_steps(ga_net *net, int64_t steps, int64_t batch, int64_t *done, int64_t *samples,
+                             double *loss_sum, int64_t *correct)
+{
+    *done = *samples = *correct = 0;
+    *loss_sum = 0.0;
+    const ga_net_data *d = &net->data[GA_DATA_TRAIN];
+    if (steps <= 0 || batch <= 0)
+        return ga_fail(GA_ERR_VALUE, "train_steps: steps and batch size must be >= 1");
+    if (!d->x || !d->has_labels)
+        return ga_fail(GA_ERR_VALUE, "train_steps: no labelled training data bound (set_data first)");
+    const int64_t left = d->n - net->pos;
+    if (left <= 0)
+        return GA_OK;
+    /* the loss and the count add up in floats on the device: at most 2^24 samples */
+    const int64_t most = ((int64_t)1 << 24) / batch > 0 ? ((int64_t)1 << 24) / batch : 1;
+    int64_t full = left / batch < steps ? left / batch : steps;
+    full = full < most ? full : most;
+    const int64_t part = full < steps && full < most ? (left - full * batch < batch ? left - full * batch : 0) : 0;
+    BE(net, set_device(net->device_index));
+    if (net->staged) {
+        BE(net, synchronize());
+        net->staged = 0;
+    }
+    GA_TRY(reserve(net, full ? batch : part));
+    BE(net, zero(net->stats, 2 * sizeof(float)));
+    if (full)
+        GA_TRY(run_steps(net, full, batch));
+    if (part)
+        GA_TRY(run_steps(net, 1, part));
+    float stats[2];
+    BE(net, to_host(stats, net->stats, sizeof stats)); /* the call's one synchronisation */
+    *done = full + (part > 0);
+    *samples = full * batch + part;
+    *loss_sum = stats[0];
+    *correct = (int64_t)stats[1];
+    return GA_OK;
+}
+
+/* Inference over slot's batches: each to the input buffer, forward, then `each`. */
+static ga_status infer_data(ga_net *net, int slot, int64_t batch, int with_loss, float *logits_host)
+{
+    if (slot < 0 || slot >= GA_DATA_SLOTS || batch <= 0)
+        return ga_fail(GA_ERR_VALUE, "bad data slot or batch size");
+    const ga_net_data *d = &net->data[slot];
+    if (!d->x || (with_loss && !d->has_labels))
+        return ga_fail(GA_ERR_VALUE, with_loss ? "no labelled data bound" : "no data bound");
+    BE(net, set_device(net->device_index));
+    if (net->staged) {
+        BE(net, synchronize());
+        net->staged = 0;
+    }
+    const int64_t row = per_sample(net->in);
+    GA_TRY(reserve(net, batch < d->n ? batch : d->n));
+    BE(net, zero(net->stats, 2 * sizeof(float)));
+    for (int64_t i = 0; i < d->n; i += batch) {
+        const int64_t m = d->n - i < batch ? d->n - i : batch;
+        BE(net, gather_rows(net->x, with_loss ? net->labels : NULL, d->x + i * row, with_loss ? d->labels + i : NULL,
+                            NULL, net->ctl + GA_STEP_ZERO, m, row));
+        GA_TRY(forward(net, m, 0));
+        const float *logits = net->layers[net->nlayers - 1].y_seen;
+        if (with_loss)
+            BE(net, softmax_xent(net->stats, NULL, logits, net->labels, m, net->classes, 0.0f));
+        else
+            BE(net, to_host(logits_host + i * net->classes, logits, (size_t)(m * net->classes) * sizeof(float)));
+    }
+    return GA_OK;
+}
+
+ga_status ga_net_evaluate_data(ga_net *net, int slot, int64_t batch, double *loss_sum, int64_t *correct)
+{
+    GA_TRY(infer_data(net, slot, batch, 1, NULL));
+    float stats[2];
+    BE(net, to_host(stats, net->stats, sizeof stats));
+    *loss_sum = stats[0];
+    *correct = (int64_t)stats[1];
+    return GA_OK;
+}
+
+ga_status ga_net_predict_data(ga_net *net, int slot, int64_t batch, float *logits_host)
+{
+    if (!logits_host)
+        return ga_fail(GA_ERR_VALUE, "predict: NULL output");
+    return infer_data(net, slot, batch, 0, logits_host);
 }
 
 ga_status ga_net_predict(ga_net *net, const float *x_host, int64_t n, float *logits_host)
@@ -610,6 +950,7 @@ ga_status ga_net_set_state(ga_net *net, const float *host)
 
 ga_status ga_net_set_trainable(ga_net *net, const int *flags)
 {
+    drop_graphs(net); /* the update's runs and backward's lowest layer change */
     net->nranges = 0;
     net->ntrainable = 0;
     net->lowest = -1;
@@ -637,6 +978,7 @@ ga_status ga_net_set_trainable(ga_net *net, const int *flags)
 ga_status ga_net_forward(ga_net *net, const float *x_host, int64_t n, int training, float *out_host)
 {
     GA_TRY(load_and_forward(net, x_host, NULL, n, training != 0, 0.0f));
+    GA_TRY(advance(net, 0, 0)); /* the dropout masks it drew */
     net->last_training = training != 0;
     net->last_n = n;
     const float *out = net->layers[net->nlayers - 1].y_seen;

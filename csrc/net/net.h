@@ -108,6 +108,39 @@ typedef struct {
     int nesterov;
 } ga_optimizer;
 
+/* A data set resident on the device, batched there by gather_rows. */
+enum {
+    GA_DATA_TRAIN = 0, /* fit's training data, in the epoch's order */
+    GA_DATA_EVAL = 1,  /* fit's validation data */
+    GA_DATA_INFER = 2, /* one evaluate / predict call's data (bound, used, cleared at once) */
+    GA_DATA_SLOTS = 3
+};
+typedef struct {
+    const float *x;         /* device: (n, C, H, W), borrowed or `own` */
+    float *own;             /* device: the copy of a host array (grown, never shrunk) */
+    int64_t x_cap;          /* samples `own` holds */
+    int32_t *labels;        /* device: (n) labels when has_labels */
+    int64_t label_cap;
+    int has_labels;
+    int64_t n;
+    int32_t *order;         /* device: the epoch's order (train slot) when has_order */
+    int64_t order_cap;
+    int has_order;          /* 0: the identity */
+} ga_net_data;
+
+/* One recorded training call: `steps` steps of `n` samples (a backend graph),
+ * recorded the second time that call is made (the first one runs as it is:
+ * buffers grow, 'auto' convolutions measure) and replayed from then on. */
+#define GA_NET_GRAPHS 4
+typedef struct {
+    int64_t steps, n;       /* the key; steps == 0: a free slot */
+    int seen;               /* the call ran once without recording */
+    void *graph;            /* the backend's recording, or NULL */
+    uint64_t generation;    /* the backend's graph_generation() when recorded */
+    int64_t draws;          /* dropout masks one of its steps draws */
+    uint64_t stamp;         /* last use, for replacing the oldest */
+} ga_net_graph;
+
 typedef struct ga_net {
     const ga_backend *be;
     int device_index;
@@ -130,8 +163,14 @@ typedef struct ga_net {
     int last_training;      /* mode of the last forward (for ga_net_backward) */
     int64_t last_n;
     ga_optimizer opt;
-    int64_t t;              /* optimizer steps taken */
-    uint64_t seed, draws;   /* dropout: seed and masks drawn so far */
+    int64_t t;              /* optimizer steps taken (host mirror of ctl[GA_STEP_T]) */
+    uint64_t seed, draws;   /* dropout: seed and masks drawn so far (mirror of ctl[GA_STEP_DRAWS]) */
+    int64_t pos;            /* mirror of ctl[GA_STEP_POS]: the next batch's place in the order */
+    int64_t *ctl;           /* device: the step counters the kernels read (core/steps.h) */
+    int fwd_draws;          /* masks drawn by the forward pass running now */
+    ga_net_data data[GA_DATA_SLOTS];
+    ga_net_graph graphs[GA_NET_GRAPHS];
+    uint64_t graph_clock;
     /* activation buffers, sized for `cap` samples */
     int64_t cap;
     float *x;
@@ -161,6 +200,34 @@ ga_status ga_net_set_learning_rate(ga_net *net, float lr);
  * loss = mean loss of the batch before the update, correct = right argmaxes. */
 ga_status ga_net_train_step(ga_net *net, const float *x_host, const int32_t *labels_host,
                             int64_t n, float *loss, int64_t *correct);
+
+/* --- data resident on the device: many steps per call, no host copies per step ---
+ * Binds slot (GA_DATA_*) to x (n, C, H, W): x_dev is device memory the caller keeps
+ * alive and unchanged until the slot is bound again or cleared (a Tensor; on the CPU
+ * any host array), or NULL to copy x_host in. labels_host (n) in [0, classes) is
+ * copied (NULL: a slot only predict reads). The train slot's order becomes the
+ * identity and its position the start. */
+ga_status ga_net_set_data(ga_net *net, int slot, const float *x_dev, const float *x_host,
+                          const int32_t *labels_host, int64_t n);
+void ga_net_clear_data(ga_net *net, int slot);
+/* The train slot's order for the next epoch: order_host (n entries in [0, n)), or
+ * NULL for the identity; the position goes back to the start. */
+ga_status ga_net_set_order(ga_net *net, const int32_t *order_host);
+/* Up to `steps` training steps on the train slot's next batches of `batch` samples
+ * in its order (the last batch of the data set may be shorter; none past its end),
+ * as one call with one synchronisation: *done steps ran over *samples samples,
+ * *loss_sum the sum of their losses (each before its step's update), *correct the
+ * right argmaxes. On a device with graphs a call made before with the same sizes
+ * replays its recording (GPUACCEL_CUDA_GRAPHS=0: never recorded); same results. */
+ga_status ga_net_train_steps(ga_net *net, int64_t steps, int64_t batch, int64_t *done, int64_t *samples,
+                             double *loss_sum, int64_t *correct);
+/* Inference over a bound slot in batches of `batch`, one call: evaluate sums the
+ * losses and right argmaxes (the slot needs labels), predict writes logits_host
+ * (n, classes). */
+ga_status ga_net_evaluate_data(ga_net *net, int slot, int64_t batch, double *loss_sum, int64_t *correct);
+ga_status ga_net_predict_data(ga_net *net, int slot, int64_t batch, float *logits_host);
+/* Recorded graphs held now (0 on the CPU), for tests and reports. */
+int ga_net_graph_count(const ga_net *net);
 
 /* Inference (dropout off): logits_host (n, classes). */
 ga_status ga_net_predict(ga_net *net, const float *x_host, int64_t n, float *logits_host);

@@ -13,6 +13,7 @@ typedef struct {
     ga_net *net;
     ga_device dev;
     PyThread_type_lock lock;
+    PyObject *bound[GA_DATA_SLOTS]; /* what each data slot borrows (an array or a Tensor) */
 } GaNet;
 
 /* Run `expr` without the GIL and with the net's lock held. */
@@ -210,6 +211,8 @@ static void net_dealloc(GaNet *self)
 {
     if (self->net)
         ga_net_destroy(self->net);
+    for (int i = 0; i < GA_DATA_SLOTS; i++)
+        Py_CLEAR(self->bound[i]);
     if (self->lock)
         PyThread_free_lock(self->lock);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -346,6 +349,225 @@ static PyObject *net_train_step(GaNet *self, PyObject *args)
     if (st != GA_OK)
         return ga_py_raise(NULL, st);
     return Py_BuildValue("(dL)", (double)loss, (long long)correct);
+}
+
+/* ---- data resident on the device ---- */
+
+static int data_slot(int slot)
+{
+    if (slot < 0 || slot >= GA_DATA_SLOTS) {
+        PyErr_Format(PyExc_ValueError, "data slot must be 0 (train), 1 (eval) or 2 (infer), got %d", slot);
+        return -1;
+    }
+    return 0;
+}
+
+/* x a float32 (N, C, H, W) array or a Tensor on the net's device, labels int32
+ * (N) or None: what the net reads (*x_dev: in place, *x_host: to copy in) and a
+ * reference to keep while it does (*keep) or to drop after the copy. */
+typedef struct {
+    PyObject *keep;
+    PyArrayObject *labels;
+    const float *x_dev, *x_host;
+    int64_t n;
+} data_args;
+
+static int parse_data(GaNet *self, PyObject *xo, PyObject *yo, data_args *a)
+{
+    const int64_t *in = self->net->in;
+    *a = (data_args){0};
+    if (GaTensor_Check(xo)) {
+        GaTensor *t = (GaTensor *)xo;
+        if (t->dev.be != self->dev.be || t->dev.index != self->dev.index) {
+            PyErr_Format(PyExc_ValueError, "x is a Tensor on %s, the model is on %s", t->dev.name, self->dev.name);
+            return -1;
+        }
+        if (t->ndim != 4 || t->shape[1] != in[0] || t->shape[2] != in[1] || t->shape[3] != in[2] || t->shape[0] == 0) {
+            PyErr_Format(PyExc_ValueError, "x must have shape (N, %lld, %lld, %lld) with N >= 1", (long long)in[0],
+                         (long long)in[1], (long long)in[2]);
+            return -1;
+        }
+        Py_INCREF(xo);
+        a->keep = xo;
+        a->x_dev = t->data;
+        a->n = t->shape[0];
+    } else {
+        PyArrayObject *x = batch_x(self, xo);
+        if (!x)
+            return -1;
+        a->keep = (PyObject *)x;
+        a->n = PyArray_DIM(x, 0);
+        if (self->dev.be->host_memory)
+            a->x_dev = PyArray_DATA(x); /* the CPU reads it where it is */
+        else
+            a->x_host = PyArray_DATA(x);
+    }
+    if (yo != Py_None && !(a->labels = batch_labels(self, yo, (npy_intp)a->n))) {
+        Py_CLEAR(a->keep);
+        return -1;
+    }
+    return 0;
+}
+
+/* set_data(slot, x, labels or None): bind a data set (slot 0 train, 1 eval). On the
+ * CPU an array is read in place, on a GPU copied in; a Tensor is read in place. */
+static PyObject *net_set_data(GaNet *self, PyObject *args)
+{
+    int slot;
+    PyObject *xo, *yo;
+    data_args a;
+    if (!PyArg_ParseTuple(args, "iOO:set_data", &slot, &xo, &yo) || ready(self) < 0 || data_slot(slot) < 0 ||
+        parse_data(self, xo, yo, &a) < 0)
+        return NULL;
+    ga_status st;
+    NET_RUN(self, st, ga_net_set_data(self->net, slot, a.x_dev, a.x_host, a.labels ? PyArray_DATA(a.labels) : NULL,
+                                      a.n));
+    Py_XDECREF(a.labels);
+    if (st != GA_OK || a.x_host) /* failed, or copied: nothing to keep */
+        Py_CLEAR(a.keep);
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    Py_XSETREF(self->bound[slot], a.keep);
+    Py_RETURN_NONE;
+}
+
+/* infer(x, labels or None, batch): evaluate -> (loss sum, correct), or predict ->
+ * logits, over the whole of x in one call: bound, run and unbound under the net's
+ * lock, so threads predicting on one model at once do not meet. */
+static PyObject *net_infer(GaNet *self, PyObject *args)
+{
+    PyObject *xo, *yo;
+    long long batch;
+    data_args a;
+    if (!PyArg_ParseTuple(args, "OOL:infer", &xo, &yo, &batch) || ready(self) < 0 || parse_data(self, xo, yo, &a) < 0)
+        return NULL;
+    PyObject *out = NULL;
+    if (!a.labels) {
+        npy_intp dims[2] = {(npy_intp)a.n, (npy_intp)self->net->classes};
+        if (!(out = PyArray_SimpleNew(2, dims, NPY_FLOAT32))) {
+            Py_DECREF(a.keep);
+            return NULL;
+        }
+    }
+    double loss_sum = 0.0;
+    int64_t correct = 0;
+    ga_status st;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    st = ga_net_set_data(self->net, GA_DATA_INFER, a.x_dev, a.x_host, a.labels ? PyArray_DATA(a.labels) : NULL, a.n);
+    if (st == GA_OK)
+        st = a.labels ? ga_net_evaluate_data(self->net, GA_DATA_INFER, batch, &loss_sum, &correct)
+                      : ga_net_predict_data(self->net, GA_DATA_INFER, batch, PyArray_DATA((PyArrayObject *)out));
+    ga_net_clear_data(self->net, GA_DATA_INFER);
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(a.keep);
+    Py_XDECREF(a.labels);
+    if (st != GA_OK) {
+        Py_XDECREF(out);
+        return ga_py_raise(NULL, st);
+    }
+    return out ? out : Py_BuildValue("(dL)", loss_sum, (long long)correct);
+}
+
+static PyObject *net_clear_data(GaNet *self, PyObject *arg)
+{
+    int slot = (int)PyLong_AsLong(arg);
+    if ((slot == -1 && PyErr_Occurred()) || ready(self) < 0 || data_slot(slot) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    ga_net_clear_data(self->net, slot);
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+    Py_CLEAR(self->bound[slot]);
+    Py_RETURN_NONE;
+}
+
+/* set_order(order or None): int32/int64 indices of the bound training data */
+static PyObject *net_set_order(GaNet *self, PyObject *arg)
+{
+    if (ready(self) < 0)
+        return NULL;
+    PyArrayObject *o = NULL;
+    if (arg != Py_None) {
+        if (!PyArray_Check(arg) || PyArray_NDIM((PyArrayObject *)arg) != 1 ||
+            !PyArray_ISINTEGER((PyArrayObject *)arg)) {
+            PyErr_SetString(PyExc_TypeError, "order must be a 1-d integer numpy array or None");
+            return NULL;
+        }
+        if (PyArray_DIM((PyArrayObject *)arg, 0) != self->net->data[GA_DATA_TRAIN].n) {
+            PyErr_Format(PyExc_ValueError, "order must have one entry per training sample (%lld), got %lld",
+                         (long long)self->net->data[GA_DATA_TRAIN].n, (long long)PyArray_DIM((PyArrayObject *)arg, 0));
+            return NULL;
+        }
+        if (!(o = (PyArrayObject *)PyArray_FROM_OTF(arg, NPY_INT32, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST)))
+            return NULL;
+    }
+    ga_status st;
+    NET_RUN(self, st, ga_net_set_order(self->net, o ? PyArray_DATA(o) : NULL));
+    Py_XDECREF(o);
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *net_train_steps(GaNet *self, PyObject *args)
+{
+    long long steps, batch;
+    if (!PyArg_ParseTuple(args, "LL:train_steps", &steps, &batch) || ready(self) < 0)
+        return NULL;
+    int64_t done = 0, samples = 0, correct = 0;
+    double loss_sum = 0.0;
+    ga_status st;
+    NET_RUN(self, st, ga_net_train_steps(self->net, steps, batch, &done, &samples, &loss_sum, &correct));
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    return Py_BuildValue("(LLdL)", (long long)done, (long long)samples, loss_sum, (long long)correct);
+}
+
+static PyObject *net_evaluate_data(GaNet *self, PyObject *args)
+{
+    int slot;
+    long long batch;
+    if (!PyArg_ParseTuple(args, "iL:evaluate_data", &slot, &batch) || ready(self) < 0 || data_slot(slot) < 0)
+        return NULL;
+    double loss_sum = 0.0;
+    int64_t correct = 0;
+    ga_status st;
+    NET_RUN(self, st, ga_net_evaluate_data(self->net, slot, batch, &loss_sum, &correct));
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    return Py_BuildValue("(dL)", loss_sum, (long long)correct);
+}
+
+static PyObject *net_predict_data(GaNet *self, PyObject *args)
+{
+    int slot;
+    long long batch;
+    if (!PyArg_ParseTuple(args, "iL:predict_data", &slot, &batch) || ready(self) < 0 || data_slot(slot) < 0)
+        return NULL;
+    const ga_net_data *d = &self->net->data[slot];
+    if (!d->x) {
+        PyErr_SetString(PyExc_ValueError, "predict_data: no data bound to that slot");
+        return NULL;
+    }
+    npy_intp dims[2] = {(npy_intp)d->n, (npy_intp)self->net->classes};
+    PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (!out)
+        return NULL;
+    ga_status st;
+    NET_RUN(self, st, ga_net_predict_data(self->net, slot, batch, PyArray_DATA((PyArrayObject *)out)));
+    if (st != GA_OK) {
+        Py_DECREF(out);
+        return ga_py_raise(NULL, st);
+    }
+    return out;
+}
+
+static PyObject *net_graph_count(GaNet *self, PyObject *unused)
+{
+    return ready(self) < 0 ? NULL : PyLong_FromLong(ga_net_graph_count(self->net));
 }
 
 static PyObject *net_predict(GaNet *self, PyObject *xo)
@@ -733,6 +955,17 @@ static PyObject *net_get_device(GaNet *self, void *c) { return ready(self) < 0 ?
 
 static PyMethodDef net_methods[] = {
     {"train_step", (PyCFunction)net_train_step, METH_VARARGS, "train_step(x, labels) -> (mean loss, correct)"},
+    {"set_data", (PyCFunction)net_set_data, METH_VARARGS,
+     "set_data(slot, x, labels or None): bind a data set on the device (slot 0 train, 1 eval)"},
+    {"clear_data", (PyCFunction)net_clear_data, METH_O, "clear_data(slot)"},
+    {"infer", (PyCFunction)net_infer, METH_VARARGS,
+     "infer(x, labels or None, batch) -> (loss sum, correct) or logits: the whole of x in one call"},
+    {"set_order", (PyCFunction)net_set_order, METH_O, "set_order(order or None): the next epoch's order of the train slot"},
+    {"train_steps", (PyCFunction)net_train_steps, METH_VARARGS,
+     "train_steps(steps, batch) -> (steps done, samples, loss sum, correct): many steps, one call"},
+    {"evaluate_data", (PyCFunction)net_evaluate_data, METH_VARARGS, "evaluate_data(slot, batch) -> (loss sum, correct)"},
+    {"predict_data", (PyCFunction)net_predict_data, METH_VARARGS, "predict_data(slot, batch) -> logits"},
+    {"graph_count", (PyCFunction)net_graph_count, METH_NOARGS, "recorded graphs held now (0 on the CPU)"},
     {"predict", (PyCFunction)net_predict, METH_O, "predict(x) -> logits"},
     {"evaluate", (PyCFunction)net_evaluate, METH_VARARGS, "evaluate(x, labels) -> (loss sum, correct)"},
     {"set_optimizer", (PyCFunction)net_set_optimizer, METH_VARARGS, "set_optimizer(kind, lr, momentum, beta1, beta2, eps, weight_decay, nesterov)"},

@@ -724,7 +724,7 @@ static PyObject *op_dropout(PyObject *self, PyObject *args)
     if (!(x = call_in(&k, xo, "x", -1)) || call_out(&k, &y, x->ndim, x->shape) < 0 ||
         call_out(&k, &mask, x->ndim, x->shape) < 0)
         FAIL;
-    RUN(&k, BE->dropout_forward(y, mask, x->ptr, x->size, rate, (uint64_t)seed));
+    RUN(&k, BE->dropout_forward(y, mask, x->ptr, x->size, rate, (uint64_t)seed, NULL, 0));
     return call_end(&k, 1);
 }
 
@@ -878,7 +878,13 @@ static PyObject *op_adam_step(PyObject *self, PyObject *args)
     float *wn, *mn, *vn;
     if (call_out_copy(&k, &wn, w, w) < 0 || call_out_copy(&k, &mn, w, m) < 0 || call_out_copy(&k, &vn, w, v) < 0)
         FAIL;
-    RUN(&k, BE->adam_update(wn, mn, vn, g->ptr, w->size, lr, b1, b2, eps, wd, (int64_t)t));
+    /* the kernel reads the step number from device memory (a network's step counter) */
+    const int64_t step = (int64_t)t;
+    int64_t *step_dev;
+    if (call_scratch(&k, &step_dev, sizeof step) < 0)
+        FAIL;
+    RUN(&k, BE->to_device(step_dev, &step, sizeof step));
+    RUN(&k, BE->adam_update(wn, mn, vn, g->ptr, w->size, lr, b1, b2, eps, wd, step_dev));
     return call_end(&k, 1);
 }
 

@@ -811,16 +811,28 @@ struct Device {
     std::deque<Op> queue;
     uint64_t queued = 0;         /* sequence number of the last op queued */
     uint64_t running_stream = 0; /* the stream of the op running now (0: none) */
+    int capturing = 0;           /* streams of this device recording a graph */
 };
 
 } // namespace
 } // namespace ga_emu
 
+struct CUgraph_st {
+    int device = 0;
+    std::vector<std::function<void()>> ops; /* in the order they were queued */
+    bool invalidated = false;               /* an unsupported call happened during capture */
+};
+struct CUgraphExec_st {
+    int device = 0;
+    std::vector<std::function<void()>> ops;
+};
+
 struct CUstream_st {
     int device;
     unsigned flags;
     uint64_t id;
-    int polls = 0; /* queries in a row that found work pending */
+    int polls = 0;                /* queries in a row that found work pending */
+    CUgraph_st *capture = nullptr; /* recording into this graph (begin to end capture) */
 };
 struct CUevent_st {
     int device = 0;
@@ -998,6 +1010,8 @@ cudaError_t device_alloc(void **out, size_t bytes, int device)
         return cudaSuccess;
     std::lock_guard<std::mutex> lock(g_api);
     init_locked();
+    if (refuse_in_capture_locked(device))
+        return set_error(cudaErrorStreamCaptureUnsupported);
     Device &dev = g_devices[device];
     const size_t rounded = (bytes + 255) & ~(size_t)255;
     if (rounded < bytes || rounded > memory_limit() || dev.used > memory_limit() - rounded)
@@ -1049,6 +1063,8 @@ cudaError_t drain(int device)
     uint64_t upto;
     {
         std::lock_guard<std::mutex> lock(g_api);
+        if (refuse_in_capture_locked(device))
+            return cudaErrorStreamCaptureUnsupported;
         upto = dev.queued;
     }
     std::lock_guard<std::mutex> exec(g_exec);
@@ -1096,9 +1112,28 @@ cudaStream_t resolve_locked(cudaStream_t s)
     return g_streams.count(s) ? s : nullptr;
 }
 
-/* Under g_api; st is a resolved stream. */
+/* Under g_api: while a stream of `device` captures, calls that would allocate,
+ * synchronise or take pageable host memory fail and spoil the capture. */
+bool refuse_in_capture_locked(int device)
+{
+    if (device < 0 || device >= (int)g_devices.size() || g_devices[device].capturing == 0)
+        return false;
+    for (cudaStream_t st : g_streams)
+        if (st->device == device && st->capture)
+            st->capture->invalidated = true;
+    diagnose("a call that allocates, synchronises or copies pageable memory was made while a stream of "
+             "device %d records a graph",
+             device);
+    return true;
+}
+
+/* Under g_api; st is a resolved stream. A capturing stream records the work. */
 void push_locked(cudaStream_t st, std::function<void()> run)
 {
+    if (st->capture) {
+        st->capture->ops.push_back(std::move(run));
+        return;
+    }
     Device &dev = g_devices[st->device];
     dev.queue.push_back(Op{st->id, ++dev.queued, std::move(run)});
 }
@@ -1245,6 +1280,9 @@ const char *cudaGetErrorName(cudaError_t e)
     NAME(cudaErrorAssert) NAME(cudaErrorHardwareStackError) NAME(cudaErrorIllegalInstruction)
     NAME(cudaErrorMisalignedAddress) NAME(cudaErrorInvalidAddressSpace) NAME(cudaErrorInvalidPc)
     NAME(cudaErrorLaunchFailure) NAME(cudaErrorNotSupported) NAME(cudaErrorUnknown)
+    NAME(cudaErrorIllegalState) NAME(cudaErrorStreamCaptureUnsupported)
+    NAME(cudaErrorStreamCaptureInvalidated) NAME(cudaErrorStreamCaptureUnmatched)
+    NAME(cudaErrorStreamCaptureWrongThread)
 #undef NAME
     }
     return "cudaErrorUnknown";
@@ -1259,6 +1297,11 @@ const char *cudaGetErrorString(cudaError_t e)
     switch (e) {
     case cudaSuccess: return "no error";
     case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorIllegalState: return "the operation is not permitted in the current state";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureUnmatched: return "capture was not initiated in this stream";
+    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInitializationError: return "initialization error";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
@@ -1535,6 +1578,13 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaM
                                                        : false;
     if (!ok)
         return set_error(kind > cudaMemcpyDefault ? cudaErrorInvalidMemcpyDirection : cudaErrorInvalidValue);
+    {
+        std::lock_guard<std::mutex> lock(g_api);
+        cudaStream_t st = resolve_locked(stream);
+        if (st && st->capture && (!src_pinned && !src_dev) | (!dst_pinned && !dst_dev) &&
+            refuse_in_capture_locked(device))
+            return set_error(cudaErrorStreamCaptureUnsupported);
+    }
     if ((kind == cudaMemcpyHostToDevice || kind == cudaMemcpyHostToHost) && !src_pinned) {
         /* pageable source: the data are taken now, the host buffer is free at return */
         auto copy = std::make_shared<std::vector<char>>((const char *)src, (const char *)src + bytes);
@@ -1577,8 +1627,11 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream)
 {
     /* queued work still runs: the queue holds the stream's id, not the stream */
     std::lock_guard<std::mutex> lock(g_api);
-    if (!stream || !g_streams.erase(stream))
+    if (!stream || !g_streams.count(stream))
         return set_error(cudaErrorInvalidResourceHandle);
+    if (stream->capture) /* CUDA: destroying a capturing stream is an error */
+        return set_error(cudaErrorStreamCaptureUnmatched);
+    g_streams.erase(stream);
     delete stream;
     return cudaSuccess;
 }
@@ -1664,6 +1717,8 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream)
     cudaStream_t st = resolve_locked(stream);
     if (!g_events.count(event) || !st)
         return set_error(cudaErrorInvalidResourceHandle);
+    if (st->capture && refuse_in_capture_locked(st->device))
+        return set_error(cudaErrorStreamCaptureUnsupported);
     event->recorded = true;
     event->done = false;
     event->device = st->device;
@@ -1749,3 +1804,105 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 }
 
 } /* extern "C" */
+
+/* ------------------------------------------------------------------ stream capture, graphs */
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode)
+{
+    using namespace ga_emu;
+    if (sticky())
+        return set_error(sticky());
+    if (mode != cudaStreamCaptureModeGlobal && mode != cudaStreamCaptureModeThreadLocal &&
+        mode != cudaStreamCaptureModeRelaxed)
+        return set_error(cudaErrorInvalidValue);
+    std::lock_guard<std::mutex> lock(g_api);
+    init_locked();
+    if (stream == nullptr) /* CUDA: the legacy stream cannot capture */
+        return set_error(cudaErrorStreamCaptureUnsupported);
+    cudaStream_t st = resolve_locked(stream);
+    if (!st)
+        return set_error(cudaErrorInvalidResourceHandle);
+    if (st->capture)
+        return set_error(cudaErrorIllegalState);
+    st->capture = new CUgraph_st;
+    st->capture->device = st->device;
+    g_devices[st->device].capturing++;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph)
+{
+    using namespace ga_emu;
+    if (!graph)
+        return set_error(cudaErrorInvalidValue);
+    *graph = nullptr;
+    std::lock_guard<std::mutex> lock(g_api);
+    cudaStream_t st = stream ? resolve_locked(stream) : nullptr;
+    if (!st)
+        return set_error(cudaErrorInvalidResourceHandle);
+    if (!st->capture)
+        return set_error(cudaErrorStreamCaptureUnmatched);
+    CUgraph_st *g = st->capture;
+    st->capture = nullptr;
+    g_devices[st->device].capturing--;
+    if (g->invalidated) {
+        delete g;
+        return set_error(cudaErrorStreamCaptureInvalidated);
+    }
+    *graph = g;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus *status)
+{
+    using namespace ga_emu;
+    if (!status)
+        return set_error(cudaErrorInvalidValue);
+    std::lock_guard<std::mutex> lock(g_api);
+    cudaStream_t st = resolve_locked(stream);
+    if (!st)
+        return set_error(cudaErrorInvalidResourceHandle);
+    *status = !st->capture                ? cudaStreamCaptureStatusNone
+              : st->capture->invalidated ? cudaStreamCaptureStatusInvalidated
+                                         : cudaStreamCaptureStatusActive;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags)
+{
+    using namespace ga_emu;
+    if (!exec || !graph || flags != 0)
+        return set_error(cudaErrorInvalidValue);
+    *exec = new CUgraphExec_st{graph->device, graph->ops};
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream)
+{
+    using namespace ga_emu;
+    if (sticky())
+        return set_error(sticky());
+    if (!exec)
+        return set_error(cudaErrorInvalidValue);
+    std::lock_guard<std::mutex> lock(g_api);
+    cudaStream_t st = resolve_locked(stream);
+    if (!st)
+        return set_error(cudaErrorInvalidResourceHandle);
+    if (st->device != exec->device)
+        return set_error(cudaErrorInvalidValue);
+    for (const std::function<void()> &op : exec->ops)
+        push_locked(st, op); /* a copy: the graph can be launched again */
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph)
+{
+    delete graph;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec)
+{
+    delete exec;
+    return cudaSuccess;
+}

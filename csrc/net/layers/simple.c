@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/rng.h"
+#include "core/steps.h"
 
 static ga_status same_infer(ga_net *net, ga_layer *l, int i)
 {
@@ -65,8 +66,9 @@ static ga_status dropout_layer_forward(ga_net *net, ga_layer *l, int64_t n, int 
         *y = (float *)in; /* identity: a view */
         return GA_OK;
     }
-    uint64_t mask_seed = ga_rng_hash(net->seed ^ 0xD50F0A7ull, net->draws++);
-    BE(net, dropout_forward(*y, l->mask, in, n * per_sample(l->out), l->spec.rate, mask_seed));
+    /* mask k of this forward: seed hash(seed, draws + k), draws on the device (core/steps.h) */
+    BE(net, dropout_forward(*y, l->mask, in, n * per_sample(l->out), l->spec.rate, net->seed ^ 0xD50F0A7ull,
+                            net->ctl + GA_STEP_DRAWS, net->fwd_draws++));
     return GA_OK;
 }
 
