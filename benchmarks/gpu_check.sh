@@ -5,13 +5,16 @@
 #   1 build    GPUACCEL_CUDA_ARCH=90 pip install --no-build-isolation -e .
 #   2 info     python -m gpuaccel.info
 #   3 tests    pytest tests -k cuda
-#   4 memcheck a short training under compute-sanitizer (memcheck), if found
-#   5 racecheck the GEMM/conv/pool kernels under compute-sanitizer racecheck
+#   4 gemm     hand-written SGEMM (fp32, tf32) vs cuBLAS (benchmarks/bench_gemm_cuda.py)
+#   5 features the reference CNN's images/s at batch 128, 512, 2048 with each issue-14
+#              feature on and off, PyTorch eager beside it where torch has CUDA, and the
+#              small ResNet's time to 93% test accuracy (benchmarks/gpu_features.py)
 #   6 bench    python -m gpuaccel.bench --device cpu,cuda --epochs 2
-#   7 gemm     hand-written SGEMM vs cuBLAS (benchmarks/bench_gemm_cuda.py)
+#   7 memcheck a short training under compute-sanitizer (memcheck), if found
+#   8 racecheck the GEMM/conv/pool kernels under compute-sanitizer racecheck
 # Logs go to ${OUT:-gpu-check-out}; a summary table is printed last. The whole run
 # stays under GPU_CHECK_BUDGET seconds (default 450): a step never gets more than
-# what is left. Dataset: carry the Fashion-MNIST files in .data/ (ignored by git).
+# what is left (measurements before the sanitizers). Dataset: carry the Fashion-MNIST files in .data/ (ignored by git).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,7 +22,7 @@ OUT=${OUT:-gpu-check-out}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 PY=${PY:-python3}
-BUDGET=${GPU_CHECK_BUDGET:-450}
+BUDGET=${GPU_CHECK_BUDGET:-470}
 export GPUACCEL_CUDA_ARCH=${GPUACCEL_CUDA_ARCH:-90}
 export PYTHONUNBUFFERED=1
 [ -d "$ROOT/.data" ] && export GPUACCEL_DATA="$ROOT/.data"
@@ -72,8 +75,13 @@ fi
 grep -h "gpuaccel: nvcc" "$OUT"/build*.log 2>/dev/null | tail -9 >"$OUT/nvcc-times.log"
 
 step info 30 $PY -m gpuaccel.info
-step tests 150 $PY -m pytest -q -rs tests -k cuda --junitxml="$OUT/tests-junit.xml" \
+step tests 120 $PY -m pytest -q -rs tests -k cuda --junitxml="$OUT/tests-junit.xml" \
     --ignore=tests/test_cuda_emu.py --ignore=tests/test_cuda_emu_reports.py  # emulator-only, no GPU code
+
+step gemm 70 $PY benchmarks/bench_gemm_cuda.py --json "$OUT/gemm_cuda.json"
+step features 130 $PY benchmarks/gpu_features.py --device cuda --batches 128,512,2048 --seconds 1.5 --torch \
+    --resnet-target 0.93 --json "$OUT/features.json"
+step bench 90 $PY -m gpuaccel.bench --device cpu,cuda --epochs 2 --out "$OUT/bench"
 
 # A short training (4 steps) and single ops, small enough for the sanitizer.
 cat >"$OUT/sanitize_train.py" <<'EOF'
@@ -123,8 +131,6 @@ else
     NAMES+=("memcheck" "racecheck"); STATUS+=("SKIPPED (no compute-sanitizer)" "SKIPPED (no compute-sanitizer)"); TIMES+=(0 0)
 fi
 
-step bench 200 $PY -m gpuaccel.bench --device cpu,cuda --epochs 2 --out "$OUT/bench"
-step gemm 90 $PY benchmarks/bench_gemm_cuda.py --json "$OUT/gemm_cuda.json"
 # The CUDA emulator's self-test kernels (tests/emu/emu_selftest.cu) on the GPU: the launch-
 # limit error codes and the barrier, warp, atomic results that tests/test_cuda_emu.py
 # expects of the emulator, logged here to compare with the hardware's.
@@ -139,6 +145,8 @@ echo "================ tests ================"
 grep -E "passed|failed|error" "$OUT/tests.log" 2>/dev/null | tail -3
 echo "================ bench (tail) ================"
 tail -n 18 "$OUT/bench.log" 2>/dev/null
+echo "================ features ================"
+grep -vE "^=== " "$OUT/features.log" 2>/dev/null | head -30
 echo "================ gemm (tail) ================"
 sed -n '/^SGEMM on/,$p' "$OUT/gemm.log" 2>/dev/null | head -24
 echo

@@ -999,6 +999,8 @@ void install_fault_diagnosis()
     sigaction(SIGSEGV, &sa, &g_previous_segv);
 }
 
+bool refuse_in_capture_locked(int device);
+
 cudaError_t device_alloc(void **out, size_t bytes, int device)
 {
     if (!out)
