@@ -136,7 +136,7 @@ fi
 # expects of the emulator, logged here to compare with the hardware's.
 step emu-selftest 60 bash -c 'nvcc -std=c++17 -Icsrc -gencode arch=compute_$1,code=sm_$1 \
     tests/emu/emu_selftest.cu -lcublas -o "$0/emu_selftest" && for s in "barrier reverse" "barrier shift" warp race \
-    float_order limits device; do echo "== $s"; "$0/emu_selftest" $s; done' "$OUT" "${GPUACCEL_CUDA_ARCH:-90}"
+    float_order limits device graphs; do echo "== $s"; "$0/emu_selftest" $s; done' "$OUT" "${GPUACCEL_CUDA_ARCH:-90}"
 
 echo
 echo "================ nvcc ================"

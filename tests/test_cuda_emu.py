@@ -306,6 +306,15 @@ def test_streams_are_deferred_until_a_synchronising_call(selftest):
     assert r.int("elapsed_rc") == 0 and r.int("elapsed_ms_nonneg") == 1, str(r)
 
 
+def test_graphs_replay_recorded_work_and_captures_refuse_synchronisation(selftest):
+    r = run(selftest, "graphs")
+    assert r.int("capturing") == 1 and r.int("after_capture") == 0, str(r)  # recorded, not run
+    assert r.int("after_two") == 768, str(r)  # ((0 + 64) * 3 + 64) * 3: two launches, in order
+    assert r.int("sync_rc") == 900 and r.int("end_rc") == 901, str(r)  # unsupported, then invalidated
+    assert r.int("bad_null") == 1 and r.int("after") == 0, str(r)
+    assert r.int("final") == 768, str(r)  # the spoiled capture ran nothing
+
+
 # ------------------------------------------------------------------ 8. launch limits
 def test_launch_limits_give_cuda_error_codes(selftest):
     r = run(selftest, "limits")

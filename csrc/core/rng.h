@@ -9,12 +9,12 @@
 #include <stdint.h>
 
 #if defined(__CUDACC__)
-#define GA_HD __host__ __device__ __forceinline__
+#define GA_RNG_HD __host__ __device__ __forceinline__
 #else
-#define GA_HD static inline
+#define GA_RNG_HD static inline
 #endif
 
-GA_HD uint64_t ga_rng_hash(uint64_t seed, uint64_t counter)
+GA_RNG_HD uint64_t ga_rng_hash(uint64_t seed, uint64_t counter)
 {
     uint64_t z = seed * 0x9E3779B97F4A7C15ull + counter * 0xD1B54A32D192ED03ull + 0x632BE59BD9B4E019ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -23,7 +23,7 @@ GA_HD uint64_t ga_rng_hash(uint64_t seed, uint64_t counter)
 }
 
 /* Uniform float in [0, 1) with 24 random bits. */
-GA_HD float ga_rng_uniform(uint64_t seed, uint64_t counter)
+GA_RNG_HD float ga_rng_uniform(uint64_t seed, uint64_t counter)
 {
     return (float)(ga_rng_hash(seed, counter) >> 40) * (1.0f / 16777216.0f);
 }

@@ -502,6 +502,57 @@ static int scenario_streams(void)
     return 0;
 }
 
+__global__ void add_one(int *p) { atomicAdd(p, 1); }
+__global__ void scale_by(int *p, int k) { *p *= k; }
+
+/* Stream capture: the recorded launches run only when the graph is launched, again
+ * at every launch, with the arguments they were recorded with; a synchronisation
+ * inside a capture fails and spoils it (CUDA's rule: cudaErrorStreamCaptureUnsupported,
+ * then cudaErrorStreamCaptureInvalidated from the end of the capture). */
+static int scenario_graphs(void)
+{
+    cudaStream_t s;
+    CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    int *d = nullptr;
+    CHECK(cudaMalloc((void **)&d, sizeof(int)));
+    CHECK(cudaMemsetAsync(d, 0, sizeof(int), s));
+    CHECK(cudaStreamSynchronize(s));
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    enum cudaStreamCaptureStatus during;
+    CHECK(cudaStreamIsCapturing(s, &during));
+    GA_LAUNCH(dim3(2), dim3(32), 0, s, add_one)(d); /* + 64 */
+    GA_LAUNCH(dim3(1), dim3(1), 0, s, scale_by)(d, 3);
+    cudaGraph_t g = nullptr;
+    CHECK(cudaStreamEndCapture(s, &g));
+    int h = -1;
+    CHECK(cudaMemcpy(&h, d, sizeof(int), cudaMemcpyDeviceToHost));
+    const int after_capture = h; /* recorded, not run */
+    cudaGraphExec_t exec = nullptr;
+    CHECK(cudaGraphInstantiate(&exec, g, 0));
+    CHECK(cudaGraphLaunch(exec, s));
+    CHECK(cudaGraphLaunch(exec, s));
+    CHECK(cudaStreamSynchronize(s));
+    CHECK(cudaMemcpy(&h, d, sizeof(int), cudaMemcpyDeviceToHost));
+    const int after_two = h; /* ((0 + 64) 3 + 64) 3 = 768 */
+    /* a synchronisation inside a capture */
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    GA_LAUNCH(dim3(1), dim3(1), 0, s, add_one)(d);
+    const cudaError_t sync_rc = cudaStreamSynchronize(s);
+    cudaGraph_t bad = nullptr;
+    const cudaError_t end_rc = cudaStreamEndCapture(s, &bad);
+    cudaGetLastError();
+    enum cudaStreamCaptureStatus after;
+    CHECK(cudaStreamIsCapturing(s, &after));
+    CHECK(cudaMemcpy(&h, d, sizeof(int), cudaMemcpyDeviceToHost));
+    printf("RESULT capturing=%d after_capture=%d after_two=%d sync_rc=%d end_rc=%d bad_null=%d after=%d final=%d\n",
+           (int)during, after_capture, after_two, (int)sync_rc, (int)end_rc, bad == nullptr, (int)after, h);
+    CHECK(cudaGraphExecDestroy(exec));
+    CHECK(cudaGraphDestroy(g));
+    CHECK(cudaFree(d));
+    CHECK(cudaStreamDestroy(s));
+    return 0;
+}
+
 /* A launch of count_threads; returns (first cudaGetLastError) and stores the second. */
 static cudaError_t try_launch(dim3 grid, dim3 block, size_t shared, int *counter, cudaError_t *second)
 {
@@ -722,6 +773,8 @@ int main(int argc, char **argv)
         return scenario_uninit();
     if (!strcmp(s, "streams"))
         return scenario_streams();
+    if (!strcmp(s, "graphs"))
+        return scenario_graphs();
     if (!strcmp(s, "limits"))
         return scenario_limits();
     if (!strcmp(s, "oom"))
