@@ -393,14 +393,15 @@ class Sequential:
         for i in range(0, x.shape[0], batch_size):
             yield i, x[i:i + batch_size]
 
-    def _inputs(self, x):
-        """x as checked images: a Tensor on the model's device, or float32 (N, C, H, W)."""
+    def _inputs(self, x, finite=True):
+        """x as checked images: a Tensor on the model's device, or float32 (N, C, H, W)
+        (checked for NaN and Inf when `finite`; predict passes them through)."""
         if isinstance(x, _C.Tensor):
             x = _tensor_images(x, self.input_shape, self.device)
             return x, (self._require_net() if self.input_shape is not None else self._require_net_shape(x.shape[1:]))
         x = _as_images(x, self.input_shape)
         net = self._require_net(x)
-        if x.shape[0]:
+        if x.shape[0] and finite:
             _check_finite(x, "x")
         return x, net
 
@@ -436,7 +437,7 @@ class Sequential:
         """Logits (N, classes) in inference mode. x: NumPy array or Tensor on the model's device."""
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        x, net = self._inputs(x)
+        x, net = self._inputs(x, finite=False)
         if x.shape[0] == 0:
             return np.zeros((0, net.classes), np.float32)
         out = net.infer(x, None, batch_size) if self._in_one_call(x) else None
