@@ -1154,6 +1154,16 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
     return t->result;
 }
 
+void kernel_fault(const char *what, const char *file, int line)
+{
+    ThreadCtx *t = self(what);
+    if (!t)
+        return;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s (%s:%d)", what, file, line);
+    abort_thread(t, buf);
+}
+
 unsigned active_mask(void)
 {
     ThreadCtx *t = self("__activemask");
