@@ -52,12 +52,15 @@
 
 namespace {
 
-constexpr int kThreads = 256;             /* 8 warps */
-constexpr int kBM = 128, kBN = 128, kBK = 16; /* block tile */
-constexpr int kWM = 64, kWN = 32;         /* warp tile */
+constexpr int kThreads = 256;      /* 8 warps */
+constexpr int kBM = 128, kBN = 128; /* block tile of c */
+#ifdef GA_TF32_MMA
+constexpr int kBK = 16;                       /* k slab */
+constexpr int kWM = 64, kWN = 32;             /* warp tile */
 constexpr int kFM = kWM / 16, kFN = kWN / 16; /* 16 x 16 fragments per warp tile */
 constexpr int kPad = 4; /* floats of row padding: keeps 16-byte rows for cp.async and 32-byte
                          * fragment pointers for wmma, and shifts banks between rows */
+#endif
 
 /* cvt.rna.tf32.f32 in integer arithmetic, the same rule the instruction follows
  * (csrc/cuda/emu/mma.h gives the source): finite values get half a TF32 ulp added
@@ -141,8 +144,8 @@ template <int N> __device__ __forceinline__ void copy_wait()
  * == 0 and src 16-byte aligned, so each group of 4 (c0 is a multiple of 4) is
  * one 16-byte copy, partly zero-filled at the right edge. */
 template <int ROWS, int COLS, int LD, bool VEC>
-__device__ __forceinline__ void stage(float *dst, const float *__restrict__ src, int64_t ld, int64_t r0,
-                                      int64_t c0, int64_t rows, int64_t cols, int tid)
+__device__ __forceinline__ void stage(float *dst, const float *__restrict__ src, int ld, int r0, int c0,
+                                      int rows, int cols, int tid)
 {
     constexpr int CPR = COLS / 4; /* 4-float groups per row */
     static_assert((ROWS * CPR) % kThreads == 0, "whole groups per thread");
@@ -150,18 +153,19 @@ __device__ __forceinline__ void stage(float *dst, const float *__restrict__ src,
     for (int it = 0; it < ROWS * CPR / kThreads; it++) {
         const int q = tid + it * kThreads;
         const int r = q / CPR, cc = (q % CPR) * 4;
-        const int64_t gr = r0 + r, gc = c0 + cc;
+        const int gr = r0 + r, gc = c0 + cc; /* < 2^31: the launcher checks the sizes */
         float *d = dst + r * LD + cc;
         const bool row_ok = gr < rows;
+        const float *p = src + (int64_t)gr * ld + gc; /* formed, not read, when out of range */
         if (VEC) {
-            int64_t valid = row_ok ? cols - gc : 0;
+            int valid = row_ok ? cols - gc : 0;
             valid = valid < 0 ? 0 : (valid > 4 ? 4 : valid);
-            copy16(d, valid > 0 ? src + gr * ld + gc : src, (int)valid * 4);
+            copy16(d, valid > 0 ? p : src, valid * 4);
         } else {
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 const bool ok = row_ok && gc + j < cols;
-                copy4(d + j, ok ? src + gr * ld + gc + j : src, ok ? 4 : 0);
+                copy4(d + j, ok ? p + j : src, ok ? 4 : 0);
             }
         }
     }
@@ -181,8 +185,8 @@ template <class Frag> __device__ __forceinline__ void load_tf32(Frag &f, const f
 /* One block: the kBM x kBN tile of c at (blockIdx.y, blockIdx.x), k in slabs of kBK. */
 template <bool TA, bool TB, bool VEC>
 __global__ void __launch_bounds__(kThreads, 2) /* <= 128 registers: two blocks per SM */
-sgemm_tf32_wmma(float *__restrict__ c, const float *__restrict__ a, const float *__restrict__ b, int64_t m,
-                int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, float alpha, float beta)
+sgemm_tf32_wmma(float *__restrict__ c, const float *__restrict__ a, const float *__restrict__ b, int m, int n,
+                int k, int lda, int ldb, int ldc, float alpha, float beta)
 {
 #ifdef GA_TF32_MMA
     /* a's slab as stored: (kBM, kBK) rows of k, or (kBK, kBM) when trans_a; b's
@@ -202,9 +206,9 @@ sgemm_tf32_wmma(float *__restrict__ c, const float *__restrict__ a, const float 
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int wm = warp / (kBN / kWN), wn = warp % (kBN / kWN);
-    const int64_t m0 = (int64_t)blockIdx.y * kBM, n0 = (int64_t)blockIdx.x * kBN;
+    const int m0 = blockIdx.y * kBM, n0 = blockIdx.x * kBN;
 
-    auto stage_slab = [&](int buf, int64_t k0) {
+    auto stage_slab = [&](int buf, int k0) {
         if (TA)
             stage<A_ROWS, A_COLS, A_LD, VEC>(As + buf * A_SIZE, a, lda, k0, m0, k, m, tid);
         else
@@ -223,9 +227,9 @@ sgemm_tf32_wmma(float *__restrict__ c, const float *__restrict__ a, const float 
         for (int j = 0; j < kFN; j++)
             wmma::fill_fragment(acc[i][j], 0.0f);
 
-    const int64_t slabs = (k + kBK - 1) / kBK;
+    const int slabs = (int)(((int64_t)k + kBK - 1) / kBK);
     stage_slab(0, 0);
-    for (int64_t t = 0; t < slabs; t++) {
+    for (int t = 0; t < slabs; t++) {
         const int cur = (int)(t & 1);
         if (t + 1 < slabs) { /* the other buffer was last read before the previous barrier */
             stage_slab(cur ^ 1, (t + 1) * kBK);
@@ -237,23 +241,23 @@ sgemm_tf32_wmma(float *__restrict__ c, const float *__restrict__ a, const float 
         const float *as = As + cur * A_SIZE, *bs = Bs + cur * B_SIZE;
 #pragma unroll
         for (int kk = 0; kk < kBK; kk += 8) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> af[kFM];
+            /* b's fragments stay for the step, a's stream through one at a time:
+             * fewer live registers next to the 64 of the accumulators */
             wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> bf[kFN];
-#pragma unroll
-            for (int i = 0; i < kFM; i++) {
-                const int r = wm * kWM + i * 16; /* element (r, kk) of op(a) */
-                load_tf32(af[i], TA ? as + kk * A_LD + r : as + r * A_LD + kk, A_LD);
-            }
 #pragma unroll
             for (int j = 0; j < kFN; j++) {
                 const int col = wn * kWN + j * 16; /* element (kk, col) of op(b) */
                 load_tf32(bf[j], TB ? bs + col * B_LD + kk : bs + kk * B_LD + col, B_LD);
             }
 #pragma unroll
-            for (int i = 0; i < kFM; i++)
+            for (int i = 0; i < kFM; i++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> af;
+                const int r = wm * kWM + i * 16; /* element (r, kk) of op(a) */
+                load_tf32(af, TA ? as + kk * A_LD + r : as + r * A_LD + kk, A_LD);
 #pragma unroll
                 for (int j = 0; j < kFN; j++)
-                    wmma::mma_sync(acc[i][j], af[i], bf[j], acc[i][j]);
+                    wmma::mma_sync(acc[i][j], af, bf[j], acc[i][j]);
+            }
         }
         __syncthreads(); /* buffer `cur` is free for slab t + 2 */
     }
@@ -268,12 +272,12 @@ sgemm_tf32_wmma(float *__restrict__ c, const float *__restrict__ a, const float 
         for (int j = 0; j < kFN; j++) {
             wmma::store_matrix_sync(st, acc[i][j], 16, wmma::mem_row_major);
             __syncwarp(); /* the tile is written by all lanes, read by each */
-            const int64_t r0 = m0 + wm * kWM + i * 16, c0 = n0 + wn * kWN + j * 16;
+            const int r0 = m0 + wm * kWM + i * 16, c0 = n0 + wn * kWN + j * 16;
 #pragma unroll
             for (int e = lane; e < 256; e += 32) {
-                const int64_t row = r0 + e / 16, col = c0 + e % 16;
+                const int row = r0 + e / 16, col = c0 + e % 16;
                 if (row < m && col < n) {
-                    float *cp = c + row * ldc + col;
+                    float *cp = c + (int64_t)row * ldc + col;
                     const float v = alpha * st[e];
                     *cp = beta != 0.0f ? v + beta * *cp : v;
                 }
@@ -288,6 +292,11 @@ bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 ga_status launch_wmma(float *c, const float *a, const float *b, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
                       int64_t lda, int64_t ldb, int64_t ldc, float alpha, float beta, cudaStream_t stream)
 {
+    /* 32-bit indices in the kernel (fewer registers beside the accumulators); the
+     * tile origins reach m, n, k rounded up to a tile, hence the margin */
+    const int64_t lim = INT_MAX - 256;
+    if (m > lim || n > lim || k > lim || lda > INT_MAX || ldb > INT_MAX || ldc > INT_MAX)
+        return ga_fail(GA_ERR_VALUE, "gemm (tf32): sizes and leading dimensions above 2^31-256 are not supported");
     const bool vec = lda % 4 == 0 && ldb % 4 == 0 && aligned16(a) && aligned16(b);
     const int64_t max_m = 65535LL * kBM; /* gridDim.y limit: larger m goes in chunks */
     for (int64_t m_off = 0; m_off < m; m_off += max_m) {
@@ -296,8 +305,8 @@ ga_status launch_wmma(float *c, const float *a, const float *b, bool ta, bool tb
         float *cp = c + m_off * ldc;
         dim3 grid((unsigned)((n + kBN - 1) / kBN), (unsigned)((mc + kBM - 1) / kBM), 1);
 #define LAUNCH_WMMA(TA_, TB_, V_)                                                                            \
-    GA_LAUNCH(grid, kThreads, 0, stream, sgemm_tf32_wmma<TA_, TB_, V_>)(cp, ap, b, mc, n, k, lda, ldb, ldc, \
-                                                                       alpha, beta)
+    GA_LAUNCH(grid, kThreads, 0, stream, sgemm_tf32_wmma<TA_, TB_, V_>)(cp, ap, b, (int)mc, (int)n, (int)k,    \
+                                                                       (int)lda, (int)ldb, (int)ldc, alpha, beta)
         switch ((ta ? 4 : 0) | (tb ? 2 : 0) | (vec ? 1 : 0)) {
         case 0: LAUNCH_WMMA(false, false, false); break;
         case 1: LAUNCH_WMMA(false, false, true); break;

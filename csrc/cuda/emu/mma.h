@@ -11,10 +11,11 @@
  * kernels must not assume either number. Loads read the whole tile into every
  * lane; mma_sync computes the whole product in every lane (redundant work,
  * the same result in each); store_matrix_sync writes, from each lane, only
- * the elements it would own on a GPU if they were dealt out round robin
- * (element e by lane e % 32), so a kernel that reads another lane's stored
- * elements without a __syncwarp first sees stale data under a shuffled
- * schedule, as it could on the hardware. Every *_sync call first waits for the
+ * the 8 elements that lane holds on a GPU in the accumulator layout PTX
+ * documents for mma.m16n8k8 (twice, for the two 8-column halves): (r, c) is
+ * lane (r % 8) * 4 + (c % 8) / 2's. So a kernel that reads elements stored by
+ * other lanes without a __syncwarp in between sees stale data under a
+ * shuffled schedule, as it could on the hardware. Every *_sync call first waits for the
  * warp (__syncwarp), which checks that the whole warp takes part, and checks
  * CUDA's alignment rules (pointer 256-bit aligned, ldm a multiple of 16 bytes)
  * that a GPU may punish with garbage or a fault: a violation is a kernel fault.
@@ -185,7 +186,7 @@ inline void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const flo
             f.x[r * N + c] = layout == mem_row_major ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r];
 }
 
-/* Each lane writes only its round-robin share (see the header comment). */
+/* Each lane writes only the elements a GPU lane would hold (see the header comment). */
 template <int M, int N, int K>
 inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f, unsigned ldm,
                               layout_t layout, const char *file = __builtin_FILE(), int line = __builtin_LINE())
@@ -193,8 +194,11 @@ inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, flo
     __syncwarp(0xffffffffu, file, line);
     detail::check_ptr(p, ldm, layout == mem_row_major ? N : M,
                       "wmma::store_matrix_sync: pointer not 32-byte aligned or bad ldm", file, line);
-    for (int e = detail::lane_id(); e < M * N; e += 32) {
+    const int lane = detail::lane_id();
+    for (int e = 0; e < M * N; e++) {
         const int r = e / N, c = e % N;
+        if ((r % 8) * 4 + (c % 8) / 2 != lane)
+            continue;
         if (layout == mem_row_major)
             p[(size_t)r * ldm + c] = f.x[e];
         else
