@@ -23,6 +23,10 @@ nvcuda::wmma rounds as the hardware does):
   - the CPU refuses precision='tf32' with a clear ValueError, from Python and from C.
 """
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -269,7 +273,7 @@ def test_tf32_cpu_refuses():
     a = np.ones((2, 3), np.float32)
     b = np.ones((3, 4), np.float32)
     for kernel in ("auto", "ref"):
-        with pytest.raises(ValueError, match="tf32 runs on NVIDIA tensor cores"):
+        with pytest.raises(ValueError, match=r"tf32' runs on NVIDIA tensor cores \(sm_80\+\); the CPU computes in fp32"):
             ops.matmul(a, b, device="cpu", kernel=kernel, precision="tf32")
     # the C kernel refuses the flag too, whoever passes it (not only ops.py)
     with pytest.raises(ValueError, match=r"tf32 runs on NVIDIA tensor cores \(sm_80\+\); the CPU computes in fp32"):
@@ -284,3 +288,35 @@ def test_tf32_bad_precision_and_flags():
     with pytest.raises(ValueError, match="unknown kernel variant"):
         _C.op_matmul(a, a, False, False, 1.0, 0.0, None, "cpu", 0x200)  # not a known flag
     assert _C.PRECISION_TF32 == ops.PRECISIONS["tf32"] == 0x100
+
+
+OLD_GPU_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    from gpuaccel import ops
+    a = np.ones((3, 4), np.float32)
+    for kernel in ("auto", "cublas"):
+        try:
+            ops.matmul(a, a.T, device="cuda", kernel=kernel, precision="tf32")
+        except ValueError as e:
+            print(kernel, "refused:", e)
+        else:
+            print(kernel, "ran")
+    out = ops.matmul(a, a.T, device="cuda", kernel="ref", precision="tf32")
+    print("ref", "ran", float(out[0, 0]))
+""")
+
+
+def test_tf32_refused_below_sm80_on_emulator(cuda_device):
+    """A GPU below compute capability 8.0 (the emulator told to be an sm_75) refuses the
+    tensor-core kernels with a clear error; the reference still runs."""
+    if not cuda_emulated():
+        pytest.skip("needs the CUDA emulator, which can pretend to be an sm_75 (GPUACCEL_EMU_CC)")
+    env = dict(os.environ, GPUACCEL_EMU_CC="75")
+    proc = subprocess.run([sys.executable, "-c", OLD_GPU_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    for kernel in ("auto", "cublas"):
+        line = next(l for l in lines if l.startswith(kernel + " "))
+        assert "refused" in line and "compute capability 8.0" in line and "sm_7.x" in line, line
+    assert any(l == "ref ran 4.0" for l in lines), proc.stdout
