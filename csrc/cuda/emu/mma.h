@@ -35,12 +35,12 @@
  *     infinity; no arithmetic makes such a NaN, and this code does the same.
  *     The instruction is exact integer arithmetic, so this emulation is
  *     bit-for-bit the hardware's on every input.
- *   - mma_sync on operands that were NOT converted: the CUDA programming
- *     guide (WMMA, "Alternate Floating Point") asks that tf32 inputs be
- *     converted with __float_to_tf32 and leaves other inputs' precision
- *     undefined; the hardware reads only the top 10 mantissa bits ("only the
- *     first 10 bits of the input mantissa are read", PyTorch's notes on TF32,
- *     docs/source/notes/numerical_accuracy.rst), i.e. it truncates. mma_sync
+ *   - mma_sync on operands that were NOT converted: CUDA asks that tf32
+ *     inputs be converted with __float_to_tf32 first (the programming guide's
+ *     WMMA section; quoted from memory, not re-read for this header) and does
+ *     not specify the rest; the hardware reads only the top 10 mantissa bits
+ *     ("only the first 10 bits of the input mantissa are read", PyTorch's notes
+ *     on TF32, docs/source/notes/numerical_accuracy.rst), i.e. it truncates. mma_sync
  *     here truncates likewise (a no-op on converted operands), so a kernel that
  *     forgets the conversion still gives TF32-sized errors, but biased toward
  *     zero, which the tests can tell from rounding.
