@@ -5,7 +5,8 @@ objects and a ``device`` ('cpu', 'cuda', 'cuda:N'; default: where the Tensor
 inputs live, else 'cpu'). NumPy in, NumPy out; Tensors in, Tensors out.
 Layouts follow PyTorch: images NCHW, conv weights (K, C, R, S), dense weights
 (out, in). ``kernel`` picks the implementation: 'auto' (the tuned one), 'ref'
-(the simple reference kept beside it) or, for matmul on a GPU, 'cublas'.
+(the simple reference kept beside it) or, for matmul on a GPU, 'cublas'; matmul's
+``precision`` ('fp32', or 'tf32' on a GPU of compute capability 8.0+) picks the arithmetic.
 Convolutions have several algorithms (:data:`CONV_KERNELS`): 'im2col'
 (im2col + GEMM), 'winograd2' / 'winograd4' (Winograd F(2x2, 3x3) / F(4x4, 3x3),
 CPU only, 3x3 kernels at stride 1 with padding <= 2; 'winograd' is
@@ -86,10 +87,30 @@ def _conv_padding(padding, w, stride):
     return _int(padding, "padding")
 
 
-def matmul(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, device=None, kernel="auto"):
-    """alpha * op(a) @ op(b) + beta * c (op = transpose when asked)."""
+#: matmul's precision= values: the flag each ORs into the kernel variant (core/backend.h).
+PRECISIONS = {"fp32": 0, "tf32": _C.PRECISION_TF32}
+
+
+def _precision(precision, device):
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: expected one of {sorted(PRECISIONS)}")
+    if precision == "tf32" and not device.startswith("cuda"):
+        raise ValueError("precision='tf32' runs on NVIDIA tensor cores (sm_80+); the CPU computes in fp32")
+    return PRECISIONS[precision]
+
+
+def matmul(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, device=None, kernel="auto",
+           precision="fp32"):
+    """alpha * op(a) @ op(b) + beta * c (op = transpose when asked).
+
+    precision='tf32' (CUDA, compute capability 8.0 or later) rounds the operands to TF32
+    (10 mantissa bits, round to nearest with ties away from zero) and sums the products in
+    fp32: on tensor cores with kernel='auto' (a WMMA kernel) or 'cublas', and in the
+    one-thread-per-output reference with kernel='ref'. Results differ from fp32 by about
+    2^-11 relative per operand; the default 'fp32' is exact single precision."""
     dev = _device_of(device, a, b, c)
-    return _C.op_matmul(a, b, bool(trans_a), bool(trans_b), float(alpha), float(beta), c, dev, _variant(kernel, dev))
+    variant = _variant(kernel, dev) | _precision(precision, dev)
+    return _C.op_matmul(a, b, bool(trans_a), bool(trans_b), float(alpha), float(beta), c, dev, variant)
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, activation=None, alpha=None, device=None, kernel="auto"):

@@ -34,6 +34,22 @@ enum {
     GA_VARIANTS = 5
 };
 
+/* Precision flags, OR'ed into a GEMM's variant (the low byte is the variant above,
+ * so new variants never collide with a flag):
+ *   GA_PRECISION_TF32  operands rounded to TF32 (1 sign, 8 exponent, 10 mantissa
+ *                      bits; round to nearest, ties away from zero, as
+ *                      cvt.rna.tf32.f32), products summed in fp32: NVIDIA tensor
+ *                      cores, sm_80 and later. CUDA only; with FAST (the WMMA
+ *                      kernel), BLAS (cuBLAS, CUBLAS_COMPUTE_32F_FAST_TF32) or REF
+ *                      (one thread per output, the definition tests compare with).
+ * Only gemm takes flags; every other kernel refuses a variant outside its enum. */
+#define GA_PRECISION_TF32 0x100
+#define GA_VARIANT_MASK 0xff
+#define ga_variant_base(v) ((v) & GA_VARIANT_MASK)
+#define ga_variant_tf32(v) (((v) & GA_PRECISION_TF32) != 0)
+/* The flags a gemm variant may carry (anything else in the high bits is an error). */
+#define GA_PRECISION_FLAGS GA_PRECISION_TF32
+
 /* The convolution algorithms by the names of Python's kernel= (ops.conv2d and
  * Conv2D): a variant's first name is the one reports use; GA_CONV_AUTO asks
  * the device's conv2d_choose (measured once per shape). */

@@ -487,6 +487,10 @@ ga_status ga_gemm_cpu_threads(float *c, const float *a, const float *b, int tran
                               int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc,
                               float alpha, float beta, int variant, int max_threads)
 {
+    /* TF32 is a tensor-core format: the CPU has no such unit, and rounding the
+     * operands here would only imitate one, so the flag is refused, not ignored. */
+    if (ga_variant_tf32(variant))
+        return ga_fail(GA_ERR_VALUE, "gemm: tf32 runs on NVIDIA tensor cores (sm_80+); the CPU computes in fp32");
     if (variant != GA_VARIANT_FAST && variant != GA_VARIANT_REF)
         return ga_fail(GA_ERR_VALUE, "gemm: unknown CPU variant %d (expected fast or ref)", variant);
     if (m < 0 || n < 0 || k < 0)

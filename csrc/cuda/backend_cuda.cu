@@ -17,6 +17,7 @@ struct DeviceContext {
     cudaStream_t stream = nullptr;
     cublasHandle_t cublas = nullptr;
     int sms = 0;
+    int cc_major = 0; /* compute capability major, 0 until asked */
     void *scratch = nullptr;
     size_t scratch_bytes = 0;
 };
@@ -144,6 +145,20 @@ int ga_cuda_sm_count(void)
         g_ctx[dev].sms = v;
     }
     return g_ctx[dev].sms;
+}
+
+ga_status ga_cuda_cc_major(int *major)
+{
+    int dev;
+    GA_TRY(current_device(&dev));
+    std::lock_guard<std::mutex> lock(g_ctx_mutex);
+    if (g_ctx[dev].cc_major == 0) {
+        int v = 0;
+        GA_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev));
+        g_ctx[dev].cc_major = v;
+    }
+    *major = g_ctx[dev].cc_major;
+    return GA_OK;
 }
 
 ga_status ga_cuda_scratch_acquire(void **p, size_t bytes)

@@ -88,6 +88,9 @@ ga_status ga_cuda_stream(cudaStream_t *stream);
 ga_status ga_cuda_cublas(cublasHandle_t *handle);
 /* Number of SMs of the current device (cached). */
 int ga_cuda_sm_count(void);
+/* Compute capability major of the current device (queried once, cached): a
+ * correctness input, unlike the SM count, so a failed query is an error. */
+ga_status ga_cuda_cc_major(int *major);
 /* Per-device grow-only scratch, stream-ordered. acquire() takes a lock that
  * release() drops: call release() once the kernels using *p are enqueued (the
  * stream then orders any later regrowth after them). On failure acquire()
@@ -118,6 +121,13 @@ ga_status ga_cuda_zero(void *p, size_t bytes);
 ga_status ga_cuda_synchronize(void);
 ga_status ga_cuda_host_alloc(void **p, size_t bytes);
 void ga_cuda_host_free(void *p);
+
+/* The TF32 GEMMs (gemm_tf32_cuda.cu), called by ga_gemm_cuda once it has checked
+ * the arguments (m, n > 0, k > 0, alpha != 0, leading dimensions, pointers):
+ * base is GA_VARIANT_FAST (WMMA tensor-core kernel), REF or BLAS. */
+ga_status ga_gemm_tf32_cuda(float *c, const float *a, const float *b, int trans_a, int trans_b, int64_t m,
+                            int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, float alpha, float beta,
+                            int base, cudaStream_t stream);
 
 /* ga_<name>_cuda for every kernel of core/kernels.def; the optional fusions
  * are not written for the GPU yet (their table entries stay NULL). */

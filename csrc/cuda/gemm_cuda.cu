@@ -9,6 +9,8 @@
  *                    deterministic split-K when even that is too few blocks)
  *   GA_VARIANT_REF   one thread per output, the definition
  *   GA_VARIANT_BLAS  cublasSgemm (column-major, so we compute c^T = op(b)^T op(a)^T)
+ * With GA_PRECISION_TF32 OR'ed in, each variant has a TF32 twin in
+ * gemm_tf32_cuda.cu (tensor cores, sm_80+; the reference anywhere).
  */
 #include "cuda/cuda_common.h"
 
@@ -331,8 +333,24 @@ ga_status ga_gemm_cuda(float *c, const float *a, const float *b, int trans_a, in
     GA_CHECK_SIZE(m);
     GA_CHECK_SIZE(n);
     GA_CHECK_SIZE(k);
-    if (variant != GA_VARIANT_FAST && variant != GA_VARIANT_REF && variant != GA_VARIANT_BLAS)
+    const int base = ga_variant_base(variant);
+    const bool tf32 = ga_variant_tf32(variant);
+    if ((variant & ~(GA_VARIANT_MASK | GA_PRECISION_FLAGS)) != 0 ||
+        (base != GA_VARIANT_FAST && base != GA_VARIANT_REF && base != GA_VARIANT_BLAS))
         return ga_fail(GA_ERR_VALUE, "gemm: unknown kernel variant %d", variant);
+    if (tf32 && base != GA_VARIANT_REF) {
+        /* Checked before any size shortcut, so a call fails the same way for every
+         * shape. The reference rounds in software and runs on any GPU; cuBLAS would
+         * quietly compute in fp32 below sm_80, the WMMA kernel has no code there. */
+        int major = 0;
+        GA_TRY(ga_cuda_cc_major(&major));
+        if (major < 8)
+            return ga_fail(GA_ERR_VALUE,
+                           "gemm: tf32 runs on tensor cores of compute capability 8.0 or later (sm_80+); "
+                           "this GPU is sm_%d.x (use precision='fp32', or kernel='ref' for the TF32 "
+                           "arithmetic on CUDA cores)",
+                           major);
+    }
     if (m == 0 || n == 0)
         return GA_OK;
     GA_CHECK_PTR(c, m * n);
@@ -350,6 +368,9 @@ ga_status ga_gemm_cuda(float *c, const float *a, const float *b, int trans_a, in
     if (lda < (trans_a ? m : k) || ldb < (trans_b ? k : n))
         return ga_fail(GA_ERR_VALUE, "gemm: leading dimension too small (lda %lld, ldb %lld)",
                        (long long)lda, (long long)ldb);
+    if (tf32)
+        return ga_gemm_tf32_cuda(c, a, b, trans_a != 0, trans_b != 0, m, n, k, lda, ldb, ldc, alpha, beta,
+                                 base, stream);
     switch (variant) {
     case GA_VARIANT_BLAS:
         return gemm_cublas(c, a, b, trans_a, trans_b, m, n, k, lda, ldb, ldc, alpha, beta);

@@ -192,6 +192,9 @@ static int module_exec(PyObject *m)
     }
     if (ga_net_type_init(m) < 0)
         return -1;
+    /* the precision flag ops.matmul ORs into the variant (core/backend.h) */
+    if (PyModule_AddIntConstant(m, "PRECISION_TF32", GA_PRECISION_TF32) < 0)
+        return -1;
     return 0;
 }
 

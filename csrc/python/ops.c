@@ -226,9 +226,13 @@ static int same_shape(const op_in *a, const op_in *b, const char *an, const char
     return -1;
 }
 
+/* A GEMM's variant: one of FAST, REF, BLAS, possibly with a precision flag
+ * (GA_PRECISION_TF32); whether the device runs it is the device's answer. */
 static int check_variant(int variant)
 {
-    if (variant == GA_VARIANT_FAST || variant == GA_VARIANT_REF || variant == GA_VARIANT_BLAS)
+    const int base = ga_variant_base(variant);
+    if ((variant & ~(GA_VARIANT_MASK | GA_PRECISION_FLAGS)) == 0 &&
+        (base == GA_VARIANT_FAST || base == GA_VARIANT_REF || base == GA_VARIANT_BLAS))
         return 0;
     PyErr_Format(PyExc_ValueError, "unknown kernel variant %d", variant);
     return -1;

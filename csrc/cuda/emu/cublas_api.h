@@ -1,5 +1,5 @@
 /* The cuBLAS API as the gpuaccel CUDA emulator provides it: handles, streams,
- * math mode, versions and SGEMM, computed by a plain reference GEMM with
+ * math mode, versions, SGEMM and GemmEx (fp32 and TF32), computed by a plain reference GEMM with
  * cuBLAS's column-major semantics (emu_cublas.cpp). C-compatible. */
 #ifndef GA_EMU_CUBLAS_API_H
 #define GA_EMU_CUBLAS_API_H
@@ -31,6 +31,19 @@ typedef enum {
 } cublasMath_t;
 typedef enum libraryPropertyType_t { MAJOR_VERSION, MINOR_VERSION, PATCH_LEVEL } libraryPropertyType;
 
+/* cublasGemmEx's types (library_types.h and cublas_api.h of the toolkit, same values) */
+typedef enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_64F = 1, CUDA_R_16F = 2, CUDA_R_16BF = 14 } cudaDataType;
+typedef enum {
+    CUBLAS_COMPUTE_16F = 64,
+    CUBLAS_COMPUTE_32F = 68,
+    CUBLAS_COMPUTE_32F_PEDANTIC = 69,
+    CUBLAS_COMPUTE_64F = 70,
+    CUBLAS_COMPUTE_32F_FAST_16F = 74,
+    CUBLAS_COMPUTE_32F_FAST_16BF = 75,
+    CUBLAS_COMPUTE_32F_FAST_TF32 = 77
+} cublasComputeType_t;
+typedef enum { CUBLAS_GEMM_DEFAULT = -1, CUBLAS_GEMM_DEFAULT_TENSOR_OP = 99 } cublasGemmAlgo_t;
+
 typedef struct cublasContext *cublasHandle_t;
 
 cublasStatus_t cublasCreate(cublasHandle_t *handle);
@@ -47,6 +60,15 @@ const char *cublasGetStatusString(cublasStatus_t status);
 cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
                            int m, int n, int k, const float *alpha, const float *A, int lda,
                            const float *B, int ldb, const float *beta, float *C, int ldc);
+
+/* cublasGemmEx for what gpuaccel calls: float A, B, C (CUDA_R_32F) with compute type
+ * CUBLAS_COMPUTE_32F / _PEDANTIC (as cublasSgemm) or CUBLAS_COMPUTE_32F_FAST_TF32
+ * (A and B rounded to TF32 first, as the tensor cores do); any other type is
+ * CUBLAS_STATUS_NOT_SUPPORTED here. algo: CUBLAS_GEMM_DEFAULT(_TENSOR_OP). */
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
+                            int n, int k, const void *alpha, const void *A, cudaDataType Atype, int lda,
+                            const void *B, cudaDataType Btype, int ldb, const void *beta, void *C,
+                            cudaDataType Ctype, int ldc, cublasComputeType_t computeType, cublasGemmAlgo_t algo);
 
 #ifdef __cplusplus
 }

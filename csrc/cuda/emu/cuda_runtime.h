@@ -273,6 +273,21 @@ static inline float __fdividef(float a, float b) { return a / b; }
 static inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 template <class T> inline T __ldg(const T *p) { return *p; }
+/* bit casts between float and 32-bit integers */
+static inline unsigned __float_as_uint(float x)
+{
+    unsigned u;
+    std::memcpy(&u, &x, sizeof u);
+    return u;
+}
+static inline float __uint_as_float(unsigned u)
+{
+    float x;
+    std::memcpy(&x, &u, sizeof x);
+    return x;
+}
+static inline int __float_as_int(float x) { return (int)__float_as_uint(x); }
+static inline float __int_as_float(int i) { return __uint_as_float((unsigned)i); }
 
 #endif /* __cplusplus */
 

@@ -1,10 +1,12 @@
-/* cuBLAS on the gpuaccel CUDA emulator: SGEMM is a plain reference GEMM with
+/* cuBLAS on the gpuaccel CUDA emulator: SGEMM (and GemmEx on floats, with TF32
+ * operands when asked) is a plain reference GEMM with
  * cuBLAS's semantics (column-major, op(A) and op(B), host alpha and beta, C
  * not read when beta == 0, A and B not read when alpha == 0 or k == 0),
  * queued on the handle's stream like any device work. Products are summed in
  * double, so the result is at least as accurate as cuBLAS's. */
 #include "cublas_api.h"
 
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <set>
@@ -79,7 +81,7 @@ cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode)
         return CUBLAS_STATUS_NOT_INITIALIZED;
     if (mode < CUBLAS_DEFAULT_MATH || mode > CUBLAS_TF32_TENSOR_OP_MATH)
         return CUBLAS_STATUS_INVALID_VALUE;
-    handle->mode = mode; /* every mode computes in full precision here */
+    handle->mode = mode; /* CUBLAS_TF32_TENSOR_OP_MATH rounds SGEMM's operands to TF32 */
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -120,9 +122,29 @@ const char *cublasGetStatusString(cublasStatus_t status)
     }
 }
 
-cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
-                           int m, int n, int k, const float *alpha, const float *A, int lda,
-                           const float *B, int ldb, const float *beta, float *C, int ldc)
+} /* extern "C" */
+
+namespace {
+
+/* TF32 as the tensor cores take it from a cuBLAS TF32 GEMM: cvt.rna.tf32.f32
+ * (round to nearest, ties away from zero, low 13 bits cleared; infinities and
+ * NaNs only masked). Which conversion cuBLAS's own kernels apply is not
+ * documented; this is the one CUDA provides (see mma.h for the sources). */
+float tf32_rna(float x)
+{
+    uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    if ((u & 0x7f800000u) != 0x7f800000u)
+        u += 0x1000u;
+    u &= 0xffffe000u;
+    std::memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* cublasSgemm's work, with the operands rounded to TF32 first when `tf32`. */
+cublasStatus_t sgemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
+                     int k, const float *alpha, const float *A, int lda, const float *B, int ldb,
+                     const float *beta, float *C, int ldc, bool tf32, const char *name)
 {
     if (!live(handle))
         return CUBLAS_STATUS_NOT_INITIALIZED;
@@ -140,22 +162,23 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cubl
     if (!ga_emu::is_device_range(C, ((size_t)(n - 1) * ldc + m) * sizeof(float)) ||
         (reads_ab && (!ga_emu::is_device_range(A, ((a_cols - 1) * lda + a_rows) * sizeof(float)) ||
                       !ga_emu::is_device_range(B, ((b_cols - 1) * ldb + b_rows) * sizeof(float))))) {
-        ga_emu::diagnose("cublasSgemm: an operand is not (wholly) in device memory");
+        ga_emu::diagnose("%s: an operand is not (wholly) in device memory", name);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     cudaError_t e = ga_emu::enqueue(handle->stream, [=]() {
+        auto in = [tf32](float v) { return tf32 ? tf32_rna(v) : v; };
         /* op(A) row-major (m, k), so each output is a contiguous dot product */
         std::vector<float> arow;
         if (reads_ab) {
             arow.resize((size_t)m * k);
             for (int i = 0; i < m; i++)
                 for (int p = 0; p < k; p++)
-                    arow[(size_t)i * k + p] = ta ? A[(size_t)i * lda + p] : A[(size_t)p * lda + i];
+                    arow[(size_t)i * k + p] = in(ta ? A[(size_t)i * lda + p] : A[(size_t)p * lda + i]);
         }
         ga_emu::parallel_for(n, [&](int64_t j) {
             std::vector<float> bcol(reads_ab ? k : 0);
             for (int p = 0; p < (int)bcol.size(); p++)
-                bcol[p] = tb ? B[(size_t)p * ldb + j] : B[(size_t)j * ldb + p];
+                bcol[p] = in(tb ? B[(size_t)p * ldb + j] : B[(size_t)j * ldb + p]);
             float *c = C + (size_t)j * ldc;
             for (int i = 0; i < m; i++) {
                 double acc = 0.0;
@@ -170,6 +193,46 @@ cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cubl
         });
     });
     return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
+}
+
+} // namespace
+
+extern "C" {
+
+/* In CUBLAS_TF32_TENSOR_OP_MATH mode cuBLAS may run SGEMM on TF32 tensor cores;
+ * here it then always does, the least precise choice the mode allows. */
+cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
+                           int m, int n, int k, const float *alpha, const float *A, int lda,
+                           const float *B, int ldb, const float *beta, float *C, int ldc)
+{
+    if (!live(handle))
+        return CUBLAS_STATUS_NOT_INITIALIZED;
+    return sgemm(handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
+                 handle->mode == CUBLAS_TF32_TENSOR_OP_MATH, "cublasSgemm");
+}
+
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
+                            int n, int k, const void *alpha, const void *A, cudaDataType Atype, int lda,
+                            const void *B, cudaDataType Btype, int ldb, const void *beta, void *C,
+                            cudaDataType Ctype, int ldc, cublasComputeType_t computeType, cublasGemmAlgo_t algo)
+{
+    if (!live(handle))
+        return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (algo != CUBLAS_GEMM_DEFAULT && algo != CUBLAS_GEMM_DEFAULT_TENSOR_OP)
+        return CUBLAS_STATUS_NOT_SUPPORTED; /* the emulator has one algorithm */
+    if (Atype != CUDA_R_32F || Btype != CUDA_R_32F || Ctype != CUDA_R_32F)
+        return CUBLAS_STATUS_NOT_SUPPORTED; /* only float matrices are emulated */
+    bool tf32;
+    switch (computeType) {
+    case CUBLAS_COMPUTE_32F: /* the handle's math mode applies, as for cublasSgemm */
+        tf32 = handle->mode == CUBLAS_TF32_TENSOR_OP_MATH;
+        break;
+    case CUBLAS_COMPUTE_32F_PEDANTIC: tf32 = false; break;
+    case CUBLAS_COMPUTE_32F_FAST_TF32: tf32 = true; break;
+    default: return CUBLAS_STATUS_NOT_SUPPORTED; /* half / bfloat16 inputs are not emulated */
+    }
+    return sgemm(handle, transa, transb, m, n, k, (const float *)alpha, (const float *)A, lda,
+                 (const float *)B, ldb, (const float *)beta, (float *)C, ldc, tf32, "cublasGemmEx");
 }
 
 } /* extern "C" */

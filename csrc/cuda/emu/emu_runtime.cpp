@@ -886,6 +886,10 @@ int device_count()
 
 size_t memory_limit() { return env_bytes("GPUACCEL_EMU_MEMORY", (size_t)4 << 30); }
 int sm_count() { return env_int("GPUACCEL_EMU_SMS", 132, 1, 1 << 20); }
+/* The compute capability reported, 10 * major + minor: an H200's 9.0 unless
+ * GPUACCEL_EMU_CC (e.g. 75 for sm_75) says otherwise, so the refusals of
+ * features an older GPU lacks (tf32 tensor cores need 8.0) can be tested. */
+int compute_capability() { return env_int("GPUACCEL_EMU_CC", 90, 10, 199); }
 
 void protect(const Allocation &a, bool readable)
 {
@@ -1191,6 +1195,16 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
     return t->result;
 }
 
+void kernel_fault(const char *what, const char *file, int line)
+{
+    ThreadCtx *t = self(what);
+    if (!t)
+        return;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s (%s:%d)", what, file, line);
+    abort_thread(t, buf);
+}
+
 unsigned active_mask(void)
 {
     ThreadCtx *t = self("__activemask");
@@ -1374,8 +1388,8 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
     case cudaDevAttrMaxSharedMemoryPerBlock: *value = (int)kMaxShared; break;
     case cudaDevAttrWarpSize: *value = 32; break;
     case cudaDevAttrMultiProcessorCount: *value = sm_count(); break;
-    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = compute_capability() / 10; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = compute_capability() % 10; break;
     /* no clocks, bus or cache to speak of */
     case cudaDevAttrClockRate: case cudaDevAttrMemoryClockRate: case cudaDevAttrGlobalMemoryBusWidth:
     case cudaDevAttrL2CacheSize: *value = 0; break;
@@ -1400,8 +1414,8 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int device)
     p->maxThreadsDim[2] = 64;
     p->maxGridSize[0] = INT_MAX;
     p->maxGridSize[1] = p->maxGridSize[2] = 65535;
-    p->major = 9;
-    p->minor = 0;
+    p->major = compute_capability() / 10;
+    p->minor = compute_capability() % 10;
     p->multiProcessorCount = sm_count();
     return cudaSuccess;
 }
