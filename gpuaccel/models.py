@@ -101,6 +101,7 @@ class Sequential:
         self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
         self.optimizer = None
         self.steps_per_execution = 1
+        self.precision = "fp32"
         self.loss = None
         self.metrics = []
         self.device = "cpu"
@@ -159,6 +160,10 @@ class Sequential:
             layer._model = weakref.ref(self)
         if self.optimizer is not None:
             self._net.set_optimizer(*self.optimizer._args())
+        if self.precision != "fp32":
+            from . import ops
+
+            self._net.set_precision(ops.PRECISIONS[self.precision])
         return self
 
     def _donors(self):
@@ -205,14 +210,24 @@ class Sequential:
         return self._net
 
     def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=("accuracy",), device=None,
-                steps_per_execution=1):
+                steps_per_execution=1, precision="fp32"):
         """Choose optimizer, loss and device. Moving to another device keeps the weights
         (the optimizer state starts afresh). steps_per_execution: training steps per C
-        call (one synchronisation each), as in Keras."""
+        call (one synchronisation each), as in Keras. precision: 'fp32', or 'tf32' on an
+        NVIDIA GPU of compute capability 8.0+ (tensor cores for the matrix products, as
+        TensorFlow does by default on Ampere and newer)."""
+        from . import ops
+
+        if precision not in ops.PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}: expected one of {sorted(ops.PRECISIONS)}")
         if (not isinstance(steps_per_execution, (int, np.integer)) or isinstance(steps_per_execution, bool)
                 or steps_per_execution < 1):
             raise ValueError(f"steps_per_execution must be an int >= 1, got {steps_per_execution!r}")
         self.steps_per_execution = int(steps_per_execution)
+        new_device = resolve(device) if device is not None else self.device
+        if precision != "fp32" and not new_device.startswith("cuda"):
+            raise ValueError(f"precision={precision!r} runs on NVIDIA tensor cores (sm_80+); the CPU computes in fp32")
+        self.precision = precision
         if loss not in ("sparse_categorical_crossentropy", "softmax_cross_entropy"):
             raise ValueError(f"unsupported loss {loss!r}: gpuaccel trains with 'sparse_categorical_crossentropy' on logits")
         for m in metrics or ():
@@ -220,13 +235,13 @@ class Sequential:
                 raise ValueError(f"unsupported metric {m!r}")
         self.optimizer = optimizers.get(optimizer)
         self.loss, self.metrics = loss, list(metrics or ())
-        new_device = resolve(device) if device is not None else self.device
         moved = new_device != self.device
         self.device = new_device
         if self._net is not None and moved:
             self.build()
         elif self._net is not None:
             self._net.set_optimizer(*self.optimizer._args())
+            self._net.set_precision(ops.PRECISIONS[self.precision])
         elif self.input_shape is not None:
             self.build()
         return self

@@ -476,6 +476,18 @@ ga_status ga_net_set_learning_rate(ga_net *net, float lr)
     return GA_OK;
 }
 
+ga_status ga_net_set_precision(ga_net *net, int precision)
+{
+    if (precision != 0 && precision != GA_PRECISION_TF32)
+        return ga_fail(GA_ERR_VALUE, "unknown precision flags 0x%x", precision);
+    if (precision && net->be->host_memory)
+        return ga_fail(GA_ERR_VALUE, "precision 'tf32' runs on NVIDIA tensor cores (sm_80+); the CPU computes in fp32");
+    if (precision != net->precision)
+        drop_graphs(net); /* the kernels take it by value */
+    net->precision = precision;
+    return GA_OK;
+}
+
 ga_status ga_net_set_optimizer(ga_net *net, const ga_optimizer *opt)
 {
     if (opt->kind != GA_OPT_SGD && opt->kind != GA_OPT_ADAM)

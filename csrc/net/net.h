@@ -163,6 +163,7 @@ typedef struct ga_net {
     int last_training;      /* mode of the last forward (for ga_net_backward) */
     int64_t last_n;
     ga_optimizer opt;
+    int precision;          /* 0 (fp32) or GA_PRECISION_TF32: OR'ed into every GEMM's variant */
     int64_t t;              /* optimizer steps taken (host mirror of ctl[GA_STEP_T]) */
     uint64_t seed, draws;   /* dropout: seed and masks drawn so far (mirror of ctl[GA_STEP_DRAWS]) */
     int64_t pos;            /* mirror of ctl[GA_STEP_POS]: the next batch's place in the order */
@@ -189,6 +190,10 @@ ga_status ga_net_create(ga_net **out, const ga_backend *be, int device_index,
                         const ga_layer_spec *specs, int nlayers, const int64_t in_shape[3],
                         uint64_t seed);
 void ga_net_destroy(ga_net *net);
+
+/* The arithmetic of the network's matrix products: 0 (fp32) or GA_PRECISION_TF32
+ * (tensor cores; refused where the device has none, the CPU included). */
+ga_status ga_net_set_precision(ga_net *net, int precision);
 
 /* Replaces the optimizer and clears its state (momentum, Adam moments, step). */
 ga_status ga_net_set_optimizer(ga_net *net, const ga_optimizer *opt);

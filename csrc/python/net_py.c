@@ -565,6 +565,19 @@ static PyObject *net_predict_data(GaNet *self, PyObject *args)
     return out;
 }
 
+/* set_precision(flags): 0 (fp32) or _C.PRECISION_TF32 */
+static PyObject *net_set_precision(GaNet *self, PyObject *arg)
+{
+    long flags = PyLong_AsLong(arg);
+    if ((flags == -1 && PyErr_Occurred()) || ready(self) < 0)
+        return NULL;
+    ga_status st;
+    NET_RUN(self, st, ga_net_set_precision(self->net, (int)flags));
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    Py_RETURN_NONE;
+}
+
 static PyObject *net_graph_count(GaNet *self, PyObject *unused)
 {
     return ready(self) < 0 ? NULL : PyLong_FromLong(ga_net_graph_count(self->net));
@@ -966,6 +979,7 @@ static PyMethodDef net_methods[] = {
     {"evaluate_data", (PyCFunction)net_evaluate_data, METH_VARARGS, "evaluate_data(slot, batch) -> (loss sum, correct)"},
     {"predict_data", (PyCFunction)net_predict_data, METH_VARARGS, "predict_data(slot, batch) -> logits"},
     {"graph_count", (PyCFunction)net_graph_count, METH_NOARGS, "recorded graphs held now (0 on the CPU)"},
+    {"set_precision", (PyCFunction)net_set_precision, METH_O, "set_precision(0 | PRECISION_TF32): the GEMMs' arithmetic"},
     {"predict", (PyCFunction)net_predict, METH_O, "predict(x) -> logits"},
     {"evaluate", (PyCFunction)net_evaluate, METH_VARARGS, "evaluate(x, labels) -> (loss sum, correct)"},
     {"set_optimizer", (PyCFunction)net_set_optimizer, METH_VARARGS, "set_optimizer(kind, lr, momentum, beta1, beta2, eps, weight_decay, nesterov)"},

@@ -34,7 +34,7 @@ static ga_status forward(ga_net *net, ga_layer *l, int64_t n, int training, cons
     const float *b = layer_b(net, l);
     const ga_act act = ga_act_fused(l->spec.act);
     float *out = ga_act_target(l, *y);
-    BE(net, gemm(out, in, layer_w(net, l), 0, 1, n, units, fin, fin, fin, units, 1.0f, 0.0f, GA_VARIANT_FAST));
+    BE(net, gemm(out, in, layer_w(net, l), 0, 1, n, units, fin, fin, fin, units, 1.0f, 0.0f, GA_VARIANT_FAST | net->precision));
     if (b || act.kind != GA_ACT_NONE)
         BE(net, bias_act(out, b, n, units, act));
     return ga_layer_finish_act(net, l, n * units, *y);
@@ -50,12 +50,12 @@ static ga_status backward(ga_net *net, ga_layer *l, int64_t n, int training, int
     if (l->spec.act.kind != GA_ACT_NONE)
         BE(net, act_backward(g, ga_act_input(l), g, n * units, l->spec.act));
     if (dw) {
-        BE(net, gemm(dw, g, l->x_seen, 1, 0, units, fin, n, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST));
+        BE(net, gemm(dw, g, l->x_seen, 1, 0, units, fin, n, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST | net->precision));
         if (db)
             BE(net, sum_rows(db, g, n, units));
     }
     if (need_dx)
-        BE(net, gemm(spare, g, layer_w(net, l), 0, 0, n, fin, units, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST));
+        BE(net, gemm(spare, g, layer_w(net, l), 0, 0, n, fin, units, units, fin, fin, 1.0f, 0.0f, GA_VARIANT_FAST | net->precision));
     *moved = need_dx;
     return GA_OK;
 }
