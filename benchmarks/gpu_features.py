@@ -50,10 +50,14 @@ def configs(device):
     return rows
 
 
-def build(device, cfg):
+def build(device, cfg, model="reference"):
     import gpuaccel as ga
+    from gpuaccel.layers import Dense, Flatten
 
-    m = ga.models.reference_cnn(seed=0)
+    if model == "tiny":  # where Python's per-step cost shows: a 50k-weight MLP
+        m = ga.Sequential([Flatten(), Dense(64, activation="relu"), Dense(10)], input_shape=(1, 28, 28), seed=0)
+    else:
+        m = ga.models.reference_cnn(seed=0)
     if cfg["kernel"]:
         for layer in m.layers:
             if type(layer).__name__ == "Conv2D":
@@ -63,14 +67,14 @@ def build(device, cfg):
     return m
 
 
-def time_config(device, cfg, batch, seconds):
+def time_config(device, cfg, batch, seconds, model="reference"):
     os.environ["GPUACCEL_CUDA_GRAPHS"] = cfg["graphs"]
-    steps = 64 if device != "cpu" else 8
+    steps = 64 if device != "cpu" or model == "tiny" else 8
     n = batch * steps
     g = np.random.default_rng(0)
     x = g.random((n, 1, 28, 28), dtype=np.float32)
     y = g.integers(0, 10, n).astype(np.int32)
-    m = build(device, cfg)
+    m = build(device, cfg, model)
     m.fit(x, y, epochs=2, batch_size=batch, verbose=0, device_data=cfg["device_data"])  # warm-up, recordings
     done, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or done == 0:
@@ -143,6 +147,8 @@ def main(argv=None):
     p.add_argument("--batches", default="128,512,2048")
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--json", default=None)
+    p.add_argument("--model", choices=["reference", "tiny"], default="reference")
+    p.add_argument("--repeat", type=int, default=1, help="rounds over the configurations (median kept)")
     p.add_argument("--torch", action="store_true")
     p.add_argument("--resnet-target", type=float, default=None)
     args = p.parse_args(argv)
@@ -153,18 +159,24 @@ def main(argv=None):
         print(f"no CUDA device: {ga.cuda.unavailable_reason()}; nothing measured")
         return 0
     out = {"device": args.device, "rows": [], "torch": {}, "emulated": ga.cuda.is_emulated()}
-    print(f"reference CNN on {args.device}, images/s of whole fit() epochs")
+    print(f"{args.model} model on {args.device}, images/s of whole fit() epochs (median of {args.repeat})")
     print(f"{'batch':>6} {'configuration':<14} {'images/s':>12} {'x baseline':>10}")
     for batch in (int(b) for b in args.batches.split(",")):
+        rows = configs(args.device)
+        seen = {name: [] for name, _ in rows}
+        for _ in range(args.repeat):  # interleaved rounds: drift hits every configuration alike
+            for name, cfg in rows:
+                try:
+                    seen[name].append(time_config(args.device, cfg, batch, args.seconds, args.model))
+                except Exception as e:  # a feature this build lacks: reported, not fatal
+                    print(f"{batch:>6} {name:<14} failed: {e}")
         base = None
-        for name, cfg in configs(args.device):
-            try:
-                ips = time_config(args.device, cfg, batch, args.seconds)
-            except Exception as e:  # a feature this build lacks: reported, not fatal
-                print(f"{batch:>6} {name:<14} failed: {e}")
+        for name, _ in rows:
+            if not seen[name]:
                 continue
+            ips = float(np.median(seen[name]))
             base = base or ips
-            out["rows"].append({"batch": batch, "config": name, "images_per_s": ips})
+            out["rows"].append({"batch": batch, "config": name, "images_per_s": ips, "runs": seen[name]})
             print(f"{batch:>6} {name:<14} {ips:>12.0f} {ips / base:>10.2f}")
         if args.torch:
             t = torch_eager(args.device, batch, args.seconds)
