@@ -11,6 +11,9 @@ Convolutions have several algorithms (:data:`CONV_KERNELS`): 'im2col'
 CPU only, 3x3 kernels at stride 1 with padding <= 2; 'winograd' is
 'winograd4') and 'ref'; there 'auto' measures the candidates once per shape and
 thread count and keeps the fastest (``GPUACCEL_CONV_KERNEL`` forces one).
+'implicit' (implicit GEMM, CUDA only: the patches are gathered into shared
+memory tile by tile instead of an im2col matrix in memory) is what 'auto'
+runs on a GPU.
 """
 import numpy as np
 

@@ -119,10 +119,10 @@ ga_status ga_cuda_synchronize(void);
 ga_status ga_cuda_host_alloc(void **p, size_t bytes);
 void ga_cuda_host_free(void *p);
 
-/* ga_<name>_cuda for every kernel of core/kernels.def; the optional fusions
- * are not written for the GPU yet (their table entries stay NULL). */
+/* ga_<name>_cuda for every kernel of core/kernels.def, the optional ones
+ * included; backend_cuda.cu says which optional ones this device has. */
 #define GA_KERNEL(name, args) ga_status ga_##name##_cuda args;
-#define GA_KERNEL_OPT(name, args)
+#define GA_KERNEL_OPT(name, args) ga_status ga_##name##_cuda args;
 #include "core/kernels.def"
 #undef GA_KERNEL
 #undef GA_KERNEL_OPT

@@ -238,7 +238,7 @@ static int check_variant(int variant)
 static int check_conv_variant(int variant)
 {
     if (variant == GA_CONV_AUTO || variant == GA_VARIANT_FAST || variant == GA_VARIANT_REF ||
-        variant == GA_VARIANT_WINOGRAD2 || variant == GA_VARIANT_WINOGRAD4)
+        variant == GA_VARIANT_WINOGRAD2 || variant == GA_VARIANT_WINOGRAD4 || variant == GA_VARIANT_IMPLICIT)
         return 0;
     PyErr_Format(PyExc_ValueError, "unknown convolution kernel variant %d", variant);
     return -1;
@@ -256,6 +256,8 @@ static int check_conv_variant(int variant)
     } while (0)
 
 static int is_winograd(int variant) { return variant == GA_VARIANT_WINOGRAD2 || variant == GA_VARIANT_WINOGRAD4; }
+/* The algorithms that need no im2col matrix (and no GEMM workspace) from the caller. */
+static int needs_no_col(int variant) { return variant == GA_VARIANT_REF || is_winograd(variant) || variant == GA_VARIANT_IMPLICIT; }
 
 /* ---------------------------------------------------------------- matmul */
 
@@ -360,7 +362,7 @@ static PyObject *op_conv2d(PyObject *self, PyObject *args)
     if (call_out(&k, &y, 4, shape) < 0)
         FAIL;
     CHOOSE_CONV(&k, variant, s);
-    if (variant != GA_VARIANT_REF && !is_winograd(variant) && (call_scratch(&k, &col, (size_t)ga_conv_col_floats(&s) * sizeof(float)) < 0 ||
+    if (!needs_no_col(variant) && (call_scratch(&k, &col, (size_t)ga_conv_col_floats(&s) * sizeof(float)) < 0 ||
                                       call_scratch(&k, &ws, (size_t)ga_conv_fwd_ws_floats(&s) * sizeof(float)) < 0))
         FAIL;
     RUN(&k, BE->conv2d_forward(y, col, ws, x->ptr, w->ptr, b ? b->ptr : NULL, act, &s, variant));
@@ -393,7 +395,7 @@ static PyObject *op_conv2d_backward(PyObject *self, PyObject *args)
     if (call_out(&k, &dx, 4, x->shape) < 0 || call_out(&k, &dw, 4, w->shape) < 0 || call_out(&k, &db, 1, &s.k) < 0)
         FAIL;
     CHOOSE_CONV(&k, variant, s);
-    if (variant != GA_VARIANT_REF && !is_winograd(variant)) {
+    if (!needs_no_col(variant)) {
         if (call_scratch(&k, &col, (size_t)ga_conv_col_floats(&s) * sizeof(float)) < 0 ||
             call_scratch(&k, &ws, (size_t)ga_conv_bwd_ws_floats(&s) * sizeof(float)) < 0)
             FAIL;
