@@ -9,6 +9,7 @@
 #   5 racecheck the GEMM/conv/pool kernels under compute-sanitizer racecheck
 #   6 bench    python -m gpuaccel.bench --device cpu,cuda --epochs 2
 #   7 gemm     hand-written SGEMM vs cuBLAS (benchmarks/bench_gemm_cuda.py)
+#   8 conv     im2col vs implicit GEMM per conv layer (benchmarks/conv_kernels.py --device cuda)
 # Logs go to ${OUT:-gpu-check-out}; a summary table is printed last. The whole run
 # stays under GPU_CHECK_BUDGET seconds (default 450): a step never gets more than
 # what is left. Dataset: carry the Fashion-MNIST files in .data/ (ignored by git).
@@ -107,8 +108,15 @@ for (m, n, k) in [(33, 47, 19), (130, 129, 70), (64, 300, 2000)]:
             for kern in ("auto", "ref", "cublas"):
                 ga.ops.matmul(a, b, trans_a=ta, trans_b=tb, device="cuda", kernel=kern)
 x = rng.random((3, 5, 11, 9), dtype=np.float32); w = rng.random((7, 5, 3, 3), dtype=np.float32)
-y = ga.ops.conv2d(x, w, stride=2, padding=1, device="cuda")
-ga.ops.conv2d_backward(x, w, np.ones_like(y), stride=2, padding=1, device="cuda")
+for kern in ("im2col", "implicit"):
+    y = ga.ops.conv2d(x, w, stride=2, padding=1, device="cuda", kernel=kern)
+    ga.ops.conv2d_backward(x, w, np.ones_like(y), stride=2, padding=1, device="cuda", kernel=kern)
+    yp, _ = ga.ops.conv2d_max_pool2d(x, w, stride=1, padding=1, activation="relu", pool_size=3, pool_stride=2,
+                                     device="cuda", kernel=kern)
+    ga.ops.conv2d_max_pool2d_backward(x, w, None, np.ones_like(yp), stride=1, padding=1, activation="relu",
+                                      pool_size=3, pool_stride=2, device="cuda", kernel=kern)
+xb = rng.random((9, 4, 16, 16), dtype=np.float32); wb = rng.random((8, 4, 3, 3), dtype=np.float32)
+ga.ops.conv2d_backward(xb, wb, np.ones((9, 8, 16, 16), np.float32), padding=1, device="cuda", kernel="implicit")  # split dw
 p = ga.ops.max_pool2d(x, size=3, stride=2, device="cuda")  # overlapping windows
 ga.ops.max_pool2d_backward(x, np.ones_like(p), size=3, stride=2, device="cuda")
 logits = rng.standard_normal((70, 10), dtype=np.float32); labels = rng.integers(0, 10, 70).astype(np.int32)
@@ -125,6 +133,7 @@ fi
 
 step bench 200 $PY -m gpuaccel.bench --device cpu,cuda --epochs 2 --out "$OUT/bench"
 step gemm 90 $PY benchmarks/bench_gemm_cuda.py --json "$OUT/gemm_cuda.json"
+step conv 60 $PY benchmarks/conv_kernels.py --device cuda --batch-size 128,512
 # The CUDA emulator's self-test kernels (tests/emu/emu_selftest.cu) on the GPU: the launch-
 # limit error codes and the barrier, warp, atomic results that tests/test_cuda_emu.py
 # expects of the emulator, logged here to compare with the hardware's.
@@ -141,6 +150,8 @@ echo "================ bench (tail) ================"
 tail -n 18 "$OUT/bench.log" 2>/dev/null
 echo "================ gemm (tail) ================"
 sed -n '/^SGEMM on/,$p' "$OUT/gemm.log" 2>/dev/null | head -24
+echo "================ conv (im2col vs implicit) ================"
+tail -n 12 "$OUT/conv.log" 2>/dev/null
 echo
 echo "================ gpu-check summary ($((SECONDS - START))s, logs in $OUT) ================"
 printf "%-14s %-34s %6s\n" step status seconds

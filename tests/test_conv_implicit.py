@@ -382,3 +382,17 @@ def test_the_im2col_pin_still_runs_im2col_on_cuda(cuda_device, monkeypatch):
     w = f32(np.ones((1, 1, 3, 3)))
     np.testing.assert_array_equal(ops.conv2d(xs, w, device=cuda_device),
                                   ops.conv2d(xs, w, device=cuda_device, kernel="implicit"))
+
+
+def test_conv_benchmark_runs_on_cuda(cuda_device, capsys):
+    """benchmarks/conv_kernels.py --device cuda starts and times both kernels (on the emulator at 2 images)."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "conv_kernels.py")
+    spec = importlib.util.spec_from_file_location("conv_kernels_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--device", cuda_device, "--batch-size", "4", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("implicit") >= 2 and out.count("im2col") >= 2, out
