@@ -104,8 +104,12 @@ __global__ void bias_grad_kernel(float *__restrict__ db, const float *__restrict
     __shared__ float part[kThreads];
     const float *dk = d + (int64_t)blockIdx.x * s_k;
     float acc = 0.0f;
-    for (int64_t i = threadIdx.x; i < n * pq; i += kThreads)
-        acc += dk[(i / pq) * s_img + i % pq];
+    if (s_img == pq) /* (k, n p q): a contiguous row, no index arithmetic (same order) */
+        for (int64_t i = threadIdx.x; i < n * pq; i += kThreads)
+            acc += dk[i];
+    else
+        for (int64_t i = threadIdx.x; i < n * pq; i += kThreads)
+            acc += dk[(i / pq) * s_img + i % pq];
     part[threadIdx.x] = acc;
     __syncthreads();
     for (int step = kThreads / 2; step > 0; step /= 2) {
