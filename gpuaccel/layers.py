@@ -72,7 +72,7 @@ class Layer:
 class Conv2D(Layer):
     """2-D convolution. padding: 'valid', 'same' (odd kernels, stride 1) or an int.
 
-    kernel: the algorithm on the CPU. 'auto' (default) measures im2col + GEMM
+    kernel: the convolution algorithm. On the CPU 'auto' (default) measures im2col + GEMM
     against Winograd F(2x2, 3x3) and F(4x4, 3x3) once per layer shape and thread
     count, the first time the layer runs, and keeps the fastest (``summary()``
     shows the choice; the environment variable ``GPUACCEL_CONV_KERNEL`` forces

@@ -103,6 +103,37 @@ def test_implicit_backward(cuda_device, case):
                      what=f"implicit vs im2col {what}")
 
 
+def _random_cases(count, seed=11):
+    g = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        n, c, k = (int(v) for v in g.integers(1, [5, 10, 41]))
+        h, w = (int(v) for v in g.integers(1, 13, 2))
+        r, s = (int(v) for v in g.integers(1, 6, 2))
+        stride, pad = int(g.integers(1, 4)), int(g.integers(0, 4))
+        if h + 2 * pad >= r and w + 2 * pad >= s:
+            out.append((n, c, h, w, k, r, s, stride, pad))
+    return out
+
+
+@pytest.mark.parametrize("case", _random_cases(40), ids=_id)
+def test_implicit_random_shapes(cuda_device, case):
+    """Seeded random geometries (padding up to 3 past kernels of 1 to 5, strides 1 to 3):
+    forward and both gradients against float64."""
+    n, c, h, w, k, r, s, stride, pad = case
+    x, wt, b, g = _data(case, seed=4)
+    ref = R.conv2d(x, wt, b, stride, pad)
+    y = ops.conv2d(x, wt, b, stride=stride, padding=pad, device=cuda_device, kernel="implicit")
+    assert_close(y, ref, R.conv2d(np.abs(x), np.abs(wt), np.abs(b), stride, pad), rtol_for(c * r * s), what="y")
+    dy = f32(g.standard_normal(ref.shape))
+    got = ops.conv2d_backward(x, wt, dy, stride=stride, padding=pad, device=cuda_device, kernel="implicit")
+    ex = R.conv2d_backward(x, wt, dy, stride, pad)
+    ab = R.conv2d_backward(np.abs(x), np.abs(wt), np.abs(dy), stride, pad)
+    red = n * ref.shape[2] * ref.shape[3]
+    for a, e, m, what, length in zip(got, ex, ab, ("dx", "dw", "db"), (k * r * s, red, red)):
+        assert_close(a, e, m, rtol_for(length), atol=1e-7, what=what)
+
+
 def test_implicit_backward_is_deterministic(cuda_device):
     """The weight gradient's split reduction adds its slices in a fixed order: the same bits every run."""
     case = (9, 4, 16, 16, 8, 3, 3, 1, 1)
