@@ -12,14 +12,14 @@
  * REF: direct loops from x, one thread per output element, in the CPU
  * reference's summation order.
  *
- * Conv + max pool (conv2d_pool_*): the conv's plain sums go to ws as
- * (k, n p q) (im2col GEMM or implicit GEMM), then one kernel adds the bias,
- * applies the activation and pools with the CPU's rule (strict >: the first
- * maximum in raster order wins, a NaN only as a window's first element), so
- * the conv output is never stored in NCHW. That is two passes, not one: a
- * pool window spans rows of the image and so crosses the GEMM's column tiles
- * (columns are n p q in raster order); pooling inside the GEMM epilogue would
- * need tiles shaped like image patches. The backward gathers dy through arg
+ * Conv + max pool (conv2d_pool_*): with IMPLICIT and a 2x2, stride-2 pool the
+ * implicit GEMM orders its columns window by window and pools in its epilogue,
+ * in registers (conv_implicit_cuda.cu, FwdPool2Op): the conv output is never
+ * stored. Otherwise two passes: the conv's plain sums go to ws as (k, n p q)
+ * (im2col GEMM or implicit GEMM), then one kernel adds the bias, applies the
+ * activation and pools with the CPU's rule (strict >: the first maximum in
+ * raster order wins, a NaN only as a window's first element); there a window
+ * can straddle the GEMM's column tiles. The backward gathers dy through arg
  * (times the activation's derivative at the pooled y) straight into the
  * (k, n p q) layout both backward paths read, in the pooled outputs' raster
  * order, which is the CPU's scatter order: no atomics, the CPU's sums. */
@@ -465,6 +465,8 @@ ga_status ga_conv2d_pool_forward_cuda(float *y, int32_t *arg, float *col, float 
         return GA_OK;
     if (!y || !arg || !x || !w || !ws || (variant != GA_VARIANT_IMPLICIT && !col))
         return ga_fail(GA_ERR_VALUE, "conv2d_pool: NULL argument");
+    if (variant == GA_VARIANT_IMPLICIT && ps->size == 2 && ps->stride == 2) /* pooled in the GEMM's epilogue */
+        return ga_conv_implicit_forward_pool2(y, arg, x, w, b, act, cs, ps);
     cudaStream_t st;
     GA_TRY(ga_cuda_stream(&st));
     GA_TRY(conv_sums(ws, col, x, w, cs, variant));

@@ -21,6 +21,12 @@ ga_status ga_conv_implicit_fits(const char *op, const ga_conv_shape *s);
 ga_status ga_conv_implicit_forward(float *y, const float *x, const float *w, const float *b, ga_act act,
                                    const ga_conv_shape *s, int raw);
 
+/* Forward fused with the 2x2, stride-2 max pool ps that follows: y, arg
+ * (n, k, p/2, q/2) straight from the GEMM's registers (bias, activation, then
+ * the CPU's max rule); the conv output is never stored. */
+ga_status ga_conv_implicit_forward_pool2(float *y, int32_t *arg, const float *x, const float *w, const float *b,
+                                         ga_act act, const ga_conv_shape *s, const ga_pool_shape *ps);
+
 /* dx (n, c, h, w) = the transposed convolution of d with w: each input pixel
  * sums w * d over the outputs whose windows hold it (col2im fused: no d(col)). */
 ga_status ga_conv_implicit_dx(float *dx, const float *w, const float *d, int64_t s_img, int64_t s_k,

@@ -31,7 +31,11 @@
  * The weight gradient has a small output (k x c r s) and a long reduction
  * (n p q): its reduction is split into fixed slices (as gemm_cuda.cu's
  * split-K), each block writes its partial sums, and a second kernel adds the
- * slices in slice order, so the result does not depend on block timing. */
+ * slices in slice order, so the result does not depend on block timing.
+ *
+ * A forward followed by a 2x2, stride-2 max pool (FwdPool2Op) reorders the
+ * columns window by window, so a thread's float4 column group is one window
+ * and the epilogue writes only the pooled y and arg. */
 #include "cuda/conv_cuda.h"
 
 #include <climits>
@@ -58,6 +62,7 @@ struct FwdOp {
     Geo32 g;
     int crs;
     int raw; /* 1: y (k, n p q) plain sums; 0: act(sum + b) into NCHW */
+    static constexpr bool kGroup = false; /* outputs one by one (store) */
 
     struct ARow {
         int kk;
@@ -107,6 +112,7 @@ struct DxOp {
     float *__restrict__ dx;
     int64_t s_img, s_k;
     Geo32 g;
+    static constexpr bool kGroup = false;
 
     struct ARow {
         int64_t wbase; /* w offset of (kf, 0, kr, ks) */
@@ -165,6 +171,7 @@ struct DwOp {
     int64_t s_img, s_k;
     Geo32 g;
     int crs;
+    static constexpr bool kGroup = false;
 
     struct ARow {
         int64_t dbase; /* d offset of (img, 0, e) */
@@ -202,6 +209,52 @@ struct DwOp {
     __device__ void store(int row, int col, float v, int z) const
     {
         out[(int64_t)z * g.k * crs + (int64_t)row * crs + col] = v;
+    }
+};
+
+/* forward fused with a 2x2, stride-2 max pool: the same product as FwdOp with
+ * the columns reordered so that columns 4 u .. 4 u + 3 are the four conv outputs
+ * of pooled output u (image, then pooled row, then pooled column; the four in
+ * the window's raster order). Every float4 column group of a thread is then one
+ * whole window (groups start at multiples of 4), so the epilogue pools in
+ * registers (store4) and the conv output is never written anywhere. Conv
+ * outputs outside every window (an odd last row or column) are not computed. */
+struct FwdPool2Op : FwdOp {
+    int32_t *__restrict__ arg;
+    int pp, pqq; /* the pooled output's rows and columns */
+    static constexpr bool kGroup = true;
+
+    __device__ BCol bcol(int col, bool ok) const
+    {
+        BCol bc{0, 0, 0, ok};
+        if (ok) {
+            const int ppq = pp * pqq, img = col / (4 * ppq), u = (col % (4 * ppq)) >> 2, t = col & 3;
+            const int i = 2 * (u / pqq) + (t >> 1), j = 2 * (u % pqq) + (t & 1);
+            bc.xbase = (int64_t)img * g.c * g.hw;
+            bc.hi0 = i * g.stride - g.pad;
+            bc.wi0 = j * g.stride - g.pad;
+        }
+        return bc;
+    }
+    /* The window's four sums: act(v + b), the first element first, then strict >
+     * (conv_cpu.c's rule: the first maximum wins ties, a NaN only as the first). */
+    __device__ void store4(int row, int col, const float (&v)[4], int) const
+    {
+        const int ppq = pp * pqq, img = col / (4 * ppq), u = (col % (4 * ppq)) >> 2;
+        const float bias = b ? b[row] : 0.0f;
+        float m = ga_act_eval(act.kind, act.alpha, v[0] + bias);
+        int best = 0;
+#pragma unroll
+        for (int t = 1; t < 4; t++) {
+            const float val = ga_act_eval(act.kind, act.alpha, v[t] + bias);
+            if (val > m) {
+                m = val;
+                best = t;
+            }
+        }
+        const int64_t o = ((int64_t)img * g.k + row) * ppq + u;
+        y[o] = m;
+        arg[o] = (int32_t)((2 * (u / pqq) + (best >> 1)) * g.q + 2 * (u % pqq) + (best & 1));
     }
 };
 
@@ -307,13 +360,19 @@ igemm_kernel(Op op, int m, int n, int kred, int kc, int m_base)
         if (row >= m)
             continue;
 #pragma unroll
-        for (int gj = 0; gj < GN; gj++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int col = n0 + gj * SGN + tx * 4 + j;
+        for (int gj = 0; gj < GN; gj++) {
+            const int col = n0 + gj * SGN + tx * 4; /* a multiple of 4 */
+            if constexpr (Op::kGroup) { /* n is a multiple of 4: the group is all in or all out */
+                const float v[4] = {acc[i][gj * 4 + 0], acc[i][gj * 4 + 1], acc[i][gj * 4 + 2], acc[i][gj * 4 + 3]};
                 if (col < n)
-                    op.store(row, col, acc[i][gj * 4 + j], (int)blockIdx.z);
+                    op.store4(row, col, v, (int)blockIdx.z);
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    if (col + j < n)
+                        op.store(row, col + j, acc[i][gj * 4 + j], (int)blockIdx.z);
             }
+        }
     }
 }
 
@@ -404,6 +463,29 @@ ga_status ga_conv_implicit_forward(float *y, const float *x, const float *w, con
     GA_TRY(ga_cuda_stream(&st));
     const FwdOp op{x, w, b, y, act, geo32(s), (int)crs, raw ? 1 : 0};
     return launch_auto(op, s->k, npq, crs, st);
+}
+
+ga_status ga_conv_implicit_forward_pool2(float *y, int32_t *arg, const float *x, const float *w, const float *b,
+                                         ga_act act, const ga_conv_shape *s, const ga_pool_shape *ps)
+{
+    GA_TRY(ga_check_conv("conv2d_pool (implicit)", s));
+    GA_TRY(ga_conv_implicit_fits("conv2d_pool", s));
+    if (ps->size != 2 || ps->stride != 2 || ps->h != s->p || ps->w != s->q || ps->p != s->p / 2 ||
+        ps->q != s->q / 2)
+        return ga_fail(GA_ERR_VALUE, "conv2d_pool (implicit): the in-epilogue pool is 2x2 with stride 2 only");
+    const int64_t crs = s->c * s->r * s->s, cols = 4 * s->n * ps->p * ps->q;
+    if (cols == 0 || s->k == 0)
+        return GA_OK;
+    if (!y || !arg || !x || !w)
+        return ga_fail(GA_ERR_VALUE, "conv2d_pool (implicit): NULL argument");
+    cudaStream_t st;
+    GA_TRY(ga_cuda_stream(&st));
+    FwdPool2Op op;
+    static_cast<FwdOp &>(op) = FwdOp{x, w, b, y, act, geo32(s), (int)crs, 0};
+    op.arg = arg;
+    op.pp = (int)ps->p;
+    op.pqq = (int)ps->q;
+    return launch_auto(op, s->k, cols, crs, st);
 }
 
 ga_status ga_conv_implicit_dx(float *dx, const float *w, const float *d, int64_t s_img, int64_t s_k,
