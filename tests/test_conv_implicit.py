@@ -7,9 +7,10 @@ reduction. Each is checked against float64 NumPy references over awkward shapes 
 paddings, 1x1 to 5x5 and rectangular kernels, odd sizes, one channel, one image, sizes
 that are not multiples of any tile, several tiles each way) and against the CUDA im2col
 kernel. The fused conv + max pool (ops.conv2d_max_pool2d, what a network runs for a
-Conv2D followed by a MaxPool2D) must give the CPU's argmax indices exactly (ties: the first
-maximum; NaN: only as a window's first element) and its values and gradients to
-tolerance. On CUDA, kernel='auto' is the implicit GEMM unless GPUACCEL_CONV_KERNEL says
+Conv2D followed by a MaxPool2D; with the implicit GEMM and a 2x2, stride-2 pool the pool runs
+in the GEMM's epilogue, other pools in a second pass) must give the CPU's argmax indices
+exactly (ties: the first maximum; NaN: only as a window's first element) and its values and
+gradients to tolerance. On CUDA, kernel='auto' is the implicit GEMM unless GPUACCEL_CONV_KERNEL says
 otherwise (tests/conftest.py pins im2col for the tests that compare devices, and that pin
 must still give im2col). The CPU refuses 'implicit' by name.
 
@@ -195,6 +196,9 @@ PAIR_CASES = [
     (2, 2, 6, 37, 3, 3, 1, 1, "elu", 2, 2),            # a long row
     (2, 3, 7, 7, 70, 3, 1, 1, "sigmoid", 2, 2),        # 70 filters: several row tiles
     (1, 1, 5, 5, 1, 1, 1, 0, "relu", 5, 1),            # one window covers the whole plane
+    (3, 2, 13, 11, 5, 3, 2, 1, "relu", 2, 2),          # strided conv, 2x2 pool of a 7x6 output
+    (4, 3, 16, 16, 40, 3, 1, 1, "relu", 2, 2),         # 1024 pooled columns: several column tiles
+    (2, 6, 5, 7, 3, 1, 1, 0, "leaky_relu", 2, 2),      # 1x1 conv, odd sizes
 ]
 
 
@@ -427,3 +431,25 @@ def test_conv_benchmark_runs_on_cuda(cuda_device, capsys):
     assert mod.main(["--device", cuda_device, "--batch-size", "4", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count("implicit") >= 2 and out.count("im2col") >= 2, out
+
+
+def test_reference_cnn_auto_on_cuda_follows_the_cpu(cuda_device, fashion, monkeypatch):
+    """The reference CNN with kernel='auto' everywhere: on CUDA (no pin) that is the implicit GEMM
+    with both conv + pool pairs pooled in its epilogue; five Adam steps against the CPU's im2col."""
+    (x, y), _ = fashion
+    batch, steps = 64, 5
+    runs = {}
+    for device in ("cpu", cuda_device):
+        if device == "cpu":
+            monkeypatch.setenv("GPUACCEL_CONV_KERNEL", "im2col")
+        else:
+            monkeypatch.delenv("GPUACCEL_CONV_KERNEL", raising=False)
+        model = ga.models.reference_cnn(seed=0).compile(optimizer=ga.optimizers.Adam(1e-3), device=device)
+        loss = [model._net.train_step(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch].astype(np.int32))[0]
+                for i in range(steps)]
+        runs[device] = (np.array(loss), model.get_weights(), [k for k in model._net.conv_kernels() if k])
+    (cl, cw, ck), (dl, dw, dk) = runs["cpu"], runs[cuda_device]
+    assert dk == ["implicit (auto)"] * 2 and ck == ["im2col (auto)"] * 2, (dk, ck)
+    np.testing.assert_allclose(dl, cl, rtol=1e-4)
+    for i, (a, b) in enumerate(zip(dw, cw)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4, err_msg=f"weight array {i}")
