@@ -10,8 +10,9 @@
 #              feature on and off, PyTorch eager beside it where torch has CUDA, and the
 #              small ResNet's time to 93% test accuracy (benchmarks/gpu_features.py)
 #   6 bench    python -m gpuaccel.bench --device cpu,cuda --epochs 2
-#   7 memcheck a short training under compute-sanitizer (memcheck), if found
-#   8 racecheck the GEMM/conv/pool kernels under compute-sanitizer racecheck
+#   7 conv     im2col vs implicit GEMM per conv layer (benchmarks/conv_kernels.py --device cuda)
+#   8 memcheck a short training under compute-sanitizer (memcheck), if found
+#   9 racecheck the GEMM/conv/pool kernels under compute-sanitizer racecheck
 # Logs go to ${OUT:-gpu-check-out}; a summary table is printed last. The whole run
 # stays under GPU_CHECK_BUDGET seconds (default 450): a step never gets more than
 # what is left (measurements before the sanitizers). Dataset: carry the Fashion-MNIST files in .data/ (ignored by git).
@@ -82,6 +83,7 @@ step gemm 70 $PY benchmarks/bench_gemm_cuda.py --json "$OUT/gemm_cuda.json"
 step features 130 $PY benchmarks/gpu_features.py --device cuda --batches 128,512,2048 --seconds 1.5 --torch \
     --resnet-target 0.93 --json "$OUT/features.json"
 step bench 90 $PY -m gpuaccel.bench --device cpu,cuda --epochs 2 --out "$OUT/bench"
+step conv 45 $PY benchmarks/conv_kernels.py --device cuda --batch-size 128,512
 
 # A short training (4 steps) and single ops, small enough for the sanitizer.
 cat >"$OUT/sanitize_train.py" <<'EOF'
@@ -115,8 +117,15 @@ for (m, n, k) in [(33, 47, 19), (130, 129, 70), (64, 300, 2000)]:
             for kern in ("auto", "ref", "cublas"):
                 ga.ops.matmul(a, b, trans_a=ta, trans_b=tb, device="cuda", kernel=kern)
 x = rng.random((3, 5, 11, 9), dtype=np.float32); w = rng.random((7, 5, 3, 3), dtype=np.float32)
-y = ga.ops.conv2d(x, w, stride=2, padding=1, device="cuda")
-ga.ops.conv2d_backward(x, w, np.ones_like(y), stride=2, padding=1, device="cuda")
+for kern in ("im2col", "implicit"):
+    y = ga.ops.conv2d(x, w, stride=2, padding=1, device="cuda", kernel=kern)
+    ga.ops.conv2d_backward(x, w, np.ones_like(y), stride=2, padding=1, device="cuda", kernel=kern)
+    yp, _ = ga.ops.conv2d_max_pool2d(x, w, stride=1, padding=1, activation="relu", pool_size=3, pool_stride=2,
+                                     device="cuda", kernel=kern)
+    ga.ops.conv2d_max_pool2d_backward(x, w, None, np.ones_like(yp), stride=1, padding=1, activation="relu",
+                                      pool_size=3, pool_stride=2, device="cuda", kernel=kern)
+xb = rng.random((9, 4, 16, 16), dtype=np.float32); wb = rng.random((8, 4, 3, 3), dtype=np.float32)
+ga.ops.conv2d_backward(xb, wb, np.ones((9, 8, 16, 16), np.float32), padding=1, device="cuda", kernel="implicit")  # split dw
 p = ga.ops.max_pool2d(x, size=3, stride=2, device="cuda")  # overlapping windows
 ga.ops.max_pool2d_backward(x, np.ones_like(p), size=3, stride=2, device="cuda")
 logits = rng.standard_normal((70, 10), dtype=np.float32); labels = rng.integers(0, 10, 70).astype(np.int32)
@@ -149,6 +158,8 @@ echo "================ features ================"
 grep -vE "^=== " "$OUT/features.log" 2>/dev/null | head -30
 echo "================ gemm (tail) ================"
 sed -n '/^SGEMM on/,$p' "$OUT/gemm.log" 2>/dev/null | head -24
+echo "================ conv (im2col vs implicit) ================"
+tail -n 12 "$OUT/conv.log" 2>/dev/null
 echo
 echo "================ gpu-check summary ($((SECONDS - START))s, logs in $OUT) ================"
 printf "%-14s %-34s %6s\n" step status seconds

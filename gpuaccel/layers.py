@@ -72,12 +72,15 @@ class Layer:
 class Conv2D(Layer):
     """2-D convolution. padding: 'valid', 'same' (odd kernels, stride 1) or an int.
 
-    kernel: the algorithm on the CPU. 'auto' (default) measures im2col + GEMM
+    kernel: the convolution algorithm. On the CPU 'auto' (default) measures im2col + GEMM
     against Winograd F(2x2, 3x3) and F(4x4, 3x3) once per layer shape and thread
     count, the first time the layer runs, and keeps the fastest (``summary()``
     shows the choice; the environment variable ``GPUACCEL_CONV_KERNEL`` forces
     one); 'im2col', 'winograd' (= 'winograd4') or 'winograd2' fix it. Winograd
-    needs a 3x3 kernel, stride 1 and padding <= 2; GPUs always run im2col."""
+    needs a 3x3 kernel, stride 1 and padding <= 2 and runs on the CPU only. On a
+    GPU 'auto' is 'implicit' (implicit GEMM: the im2col matrix is gathered into
+    shared memory tile by tile, never stored), which runs on CUDA devices only;
+    'im2col' stays selectable there."""
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None, use_bias=True, name=None,
                  kernel="auto"):

@@ -12,6 +12,9 @@ Convolutions have several algorithms (:data:`CONV_KERNELS`): 'im2col'
 CPU only, 3x3 kernels at stride 1 with padding <= 2; 'winograd' is
 'winograd4') and 'ref'; there 'auto' measures the candidates once per shape and
 thread count and keeps the fastest (``GPUACCEL_CONV_KERNEL`` forces one).
+'implicit' (implicit GEMM, CUDA only: the patches are gathered into shared
+memory tile by tile instead of an im2col matrix in memory) is what 'auto'
+runs on a GPU.
 """
 import numpy as np
 
@@ -127,6 +130,38 @@ def conv2d_backward(x, w, dy, stride=1, padding=0, device=None, kernel="auto"):
     dev = _device_of(device, x, w, dy)
     stride = _int(stride, "stride")
     return _C.op_conv2d_backward(x, w, dy, stride, _conv_padding(padding, w, stride), dev, _conv_variant(kernel))
+
+
+def conv2d_max_pool2d(x, w, b=None, stride=1, padding=0, activation=None, alpha=None, pool_size=2, pool_stride=None,
+                      device=None, kernel="auto"):
+    """conv2d (+ b, activation) followed by max_pool2d, as the one fused call a network makes
+    (the conv output is never returned): (y (N,K,P',Q'), arg), arg (int32, same shape) the
+    flat P*Q index of each window's maximum in the conv output plane (the first maximum wins
+    ties; a NaN wins only as a window's first element). The activation must be monotone
+    (not gelu or silu)."""
+    dev = _device_of(device, x, w, b)
+    stride = _int(stride, "stride")
+    kind, alpha = _act(activation, alpha)
+    size = _int(pool_size, "pool_size")
+    pstride = size if pool_stride is None else _int(pool_stride, "pool_stride")
+    y, arg = _C.op_conv2d_max_pool2d(x, w, b, stride, _conv_padding(padding, w, stride), kind, alpha, size, pstride,
+                                     dev, _conv_variant(kernel))
+    if isinstance(arg, _C.Tensor):
+        arg = arg.numpy()
+    return y, arg.view(np.int32)
+
+
+def conv2d_max_pool2d_backward(x, w, b, dy, stride=1, padding=0, activation=None, alpha=None, pool_size=2,
+                               pool_stride=None, device=None, kernel="auto"):
+    """Gradients of conv2d_max_pool2d for the pooled output's gradient dy: (dx, dw, db)
+    (the forward runs again for the argmax)."""
+    dev = _device_of(device, x, w, b, dy)
+    stride = _int(stride, "stride")
+    kind, alpha = _act(activation, alpha)
+    size = _int(pool_size, "pool_size")
+    pstride = size if pool_stride is None else _int(pool_stride, "pool_stride")
+    return _C.op_conv2d_max_pool2d_backward(x, w, b, dy, stride, _conv_padding(padding, w, stride), kind, alpha,
+                                            size, pstride, dev, _conv_variant(kernel))
 
 
 def max_pool2d(x, size=2, stride=None, device=None):

@@ -67,11 +67,12 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _cpu_side_runs_im2col(request, monkeypatch):
-    """A test that runs CUDA code checks the GPU's kernels against the CPU's, and the GPU
-    runs im2col: the CPU side does too (GPUACCEL_CONV_KERNEL), instead of whatever
-    kernel='auto' measured fastest here (Winograd's rounding differs by up to 1e-5, which
-    twenty Adam steps amplify past the 1e-4 the device comparisons allow).
-    tests/test_winograd.py sets the variable itself where it needs to."""
+    """A test that runs CUDA code checks the GPU's kernels against the CPU's: both devices
+    run im2col under kernel='auto' (GPUACCEL_CONV_KERNEL), instead of whatever the CPU
+    measured fastest here (Winograd's rounding differs by up to 1e-5, which twenty Adam
+    steps amplify past the 1e-4 the device comparisons allow) and the GPU's implicit GEMM
+    (its sums run in another order). tests/test_winograd.py sets the variable itself where
+    it needs to; tests/test_conv_implicit.py asks for kernel='implicit' or clears it."""
     if _runs_cuda(request.node) and "test_winograd" not in request.node.nodeid:
         monkeypatch.setenv("GPUACCEL_CONV_KERNEL", "im2col")
 

@@ -236,14 +236,14 @@ def test_resnet_blocks_take_the_winograd_route(monkeypatch):
 
 
 def test_winograd_is_cpu_only_on_cuda(cuda_device):
-    """A GPU runs im2col: kernel='auto' there is im2col, and asking for Winograd is a
-    clear error, per op and per layer (on the emulator in CI)."""
+    """Winograd is CPU only: asking for it on a GPU is a clear error, per op and per layer,
+    and kernel='auto' there is the implicit GEMM (on the emulator in CI)."""
     x, w, b, dy = _data((2, 3, 8, 8, 4, 1), seed=4)
     with pytest.raises(ValueError, match="CPU only"):
         ops.conv2d(x, w, b, padding=1, device=cuda_device, kernel="winograd")
     with pytest.raises(ValueError, match="CPU only"):
         ops.conv2d_backward(x, w, dy, padding=1, device=cuda_device, kernel="winograd2")
-    got = ops.conv2d(x, w, b, padding=1, device=cuda_device)  # auto: im2col on the GPU
+    got = ops.conv2d(x, w, b, padding=1, device=cuda_device)  # auto: implicit GEMM on the GPU
     ref = ops.conv2d(x, w, b, padding=1, kernel="im2col")
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
     m = ga.Sequential([Conv2D(4, 3, padding="same", kernel="winograd4"), Flatten(), Dense(3)], input_shape=(3, 8, 8))
@@ -253,4 +253,4 @@ def test_winograd_is_cpu_only_on_cuda(cuda_device):
     auto = ga.Sequential([Conv2D(4, 3, padding="same"), Flatten(), Dense(3)], input_shape=(3, 8, 8))
     auto.compile(optimizer="sgd", device=cuda_device)
     auto.predict(x)
-    assert [k for k in auto._net.conv_kernels() if k] == ["im2col (auto)"]
+    assert [k for k in auto._net.conv_kernels() if k] == ["implicit (auto)"]

@@ -31,7 +31,11 @@ enum {
      * stride-1 convolutions with padding <= 2 (cpu/winograd_cpu.h) */
     GA_VARIANT_WINOGRAD2 = 3,
     GA_VARIANT_WINOGRAD4 = 4,
-    GA_VARIANTS = 5
+    /* convolution only, CUDA only: implicit GEMM, the im2col matrix gathered
+     * tile by tile into shared memory and never stored (cuda/conv_implicit_cuda.cu);
+     * col is neither written by the forward nor read by the backward */
+    GA_VARIANT_IMPLICIT = 5,
+    GA_VARIANTS = 6
 };
 
 /* Precision flags, OR'ed into a GEMM's variant (the low byte is the variant above,
@@ -58,12 +62,13 @@ typedef struct {
     const char *name;
     int variant;
 } ga_conv_kernel_name;
-#define GA_CONV_KERNEL_NAMES                                                                   \
-    {                                                                                          \
-        {"auto", GA_CONV_AUTO}, {"im2col", GA_VARIANT_FAST}, {"winograd2", GA_VARIANT_WINOGRAD2}, \
-            {"winograd4", GA_VARIANT_WINOGRAD4}, {"winograd", GA_VARIANT_WINOGRAD4}, {"ref", GA_VARIANT_REF}  \
+#define GA_CONV_KERNEL_NAMES                                                                       \
+    {                                                                                              \
+        {"auto", GA_CONV_AUTO}, {"im2col", GA_VARIANT_FAST}, {"winograd2", GA_VARIANT_WINOGRAD2},     \
+            {"winograd4", GA_VARIANT_WINOGRAD4}, {"winograd", GA_VARIANT_WINOGRAD4},                  \
+            {"implicit", GA_VARIANT_IMPLICIT}, {"ref", GA_VARIANT_REF}                                \
     }
-#define GA_CONV_KERNEL_COUNT 6
+#define GA_CONV_KERNEL_COUNT 7
 
 /* Convolution geometry. x (n, c, h, w), w (k, c, r, s), y (n, k, p, q) with
  * p = (h + 2 pad - r) / stride + 1, q = (w + 2 pad - s) / stride + 1. */

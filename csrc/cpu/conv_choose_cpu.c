@@ -109,11 +109,13 @@ static ga_status forced_variant(int *variant)
         return GA_OK;
     for (int i = 0; i < GA_CONV_KERNEL_COUNT; i++)
         if (strcmp(env, names[i].name) == 0 && names[i].variant != GA_VARIANT_REF) {
-            *variant = names[i].variant; /* GA_CONV_AUTO (-1) for "auto" */
+            /* GA_CONV_AUTO (-1) for "auto"; "implicit" is a GPU algorithm: the variable is
+             * process-wide, so on the CPU it does not apply and the choice is measured */
+            *variant = names[i].variant == GA_VARIANT_IMPLICIT ? GA_CONV_AUTO : names[i].variant;
             return GA_OK;
         }
-    return ga_fail(GA_ERR_VALUE, "GPUACCEL_CONV_KERNEL=%s: expected auto, im2col, winograd, winograd2 or winograd4",
-                   env);
+    return ga_fail(GA_ERR_VALUE,
+                   "GPUACCEL_CONV_KERNEL=%s: expected auto, im2col, winograd, winograd2, winograd4 or implicit", env);
 }
 
 ga_status ga_conv2d_choose_cpu(int *variant, const ga_conv_shape *s)

@@ -534,6 +534,19 @@ static ga_status backward_fast(float *dx, float *dw, float *db, float *ws, float
     return err.st == GA_OK ? GA_OK : ga_fail(err.st, "%s", err.msg);
 }
 
+/* The error for a variant the CPU does not run; the implicit GEMM is a GPU
+ * algorithm (its point is keeping the patches out of global memory), so asking
+ * for it here names what the CPU has instead of mapping it silently. */
+static ga_status cpu_variant_error(const char *op, int variant)
+{
+    if (variant == GA_VARIANT_IMPLICIT)
+        return ga_fail(GA_ERR_VALUE,
+                       "%s: kernel='implicit' runs on CUDA devices only; the CPU's algorithms are 'im2col', "
+                       "'winograd2', 'winograd4' (or 'winograd') and 'ref', and 'auto' measures them",
+                       op);
+    return ga_fail(GA_ERR_VALUE, "%s: kernel variant %d is not available on the CPU", op, variant);
+}
+
 /* The tile size m of a Winograd variant, 0 for the others. */
 static int winograd_tile(int variant)
 {
@@ -554,7 +567,7 @@ ga_status ga_conv2d_forward_cpu(float *y, float *col, float *ws, const float *x,
     if (winograd_tile(variant))
         return ga_winograd_forward_cpu(y, NULL, NULL, x, w, b, act, s, winograd_tile(variant));
     if (variant != GA_VARIANT_FAST)
-        return ga_fail(GA_ERR_VALUE, "conv2d: kernel variant %d is not available on the CPU", variant);
+        return cpu_variant_error("conv2d", variant);
     if (!col || !ws)
         return ga_fail(GA_ERR_VALUE, "conv2d: NULL workspace");
     return forward_fast(y, NULL, NULL, col, ws, x, w, b, act, s);
@@ -575,7 +588,7 @@ ga_status ga_conv2d_backward_cpu(float *dx, float *dw, float *db, float *ws, con
         return conv_backward_ref(dx, dw, db, x, w, dy, s);
     }
     if (variant != GA_VARIANT_FAST && !winograd_tile(variant))
-        return ga_fail(GA_ERR_VALUE, "conv2d_backward: kernel variant %d is not available on the CPU", variant);
+        return cpu_variant_error("conv2d_backward", variant);
     if (npq == 0)
         return conv_backward_ref(dx, dw, db, x, w, dy, s); /* empty batch: zero gradients */
     if (winograd_tile(variant)) {
@@ -607,7 +620,7 @@ ga_status ga_conv2d_pool_forward_cpu(float *y, int32_t *arg, float *col, float *
 {
     GA_TRY(check_pair(cs, ps, act));
     if (variant != GA_VARIANT_FAST && !winograd_tile(variant))
-        return ga_fail(GA_ERR_VALUE, "conv2d_pool: kernel variant %d is not available on the CPU", variant);
+        return cpu_variant_error("conv2d_pool", variant);
     if (cs->n == 0)
         return GA_OK;
     if (!y || !arg || !x || !w || (!winograd_tile(variant) && (!col || !ws)))
@@ -623,7 +636,7 @@ ga_status ga_conv2d_pool_backward_cpu(float *dx, float *dw, float *db, float *ws
 {
     GA_TRY(check_pair(cs, ps, act));
     if (variant != GA_VARIANT_FAST && !winograd_tile(variant))
-        return ga_fail(GA_ERR_VALUE, "conv2d_pool_backward: kernel variant %d is not available on the CPU", variant);
+        return cpu_variant_error("conv2d_pool_backward", variant);
     if (!dw)
         db = NULL;
     if (cs->n == 0) {

@@ -365,10 +365,16 @@ static void ga_cuda_graph_free(void *graph)
 
 static uint64_t ga_cuda_graph_generation(void) { return g_scratch_generation.load(); }
 
+/* The optional kernels of core/kernels.def this device has: one line per
+ * optional entry, ga_<name>_cuda or NULL (a new GA_KERNEL_OPT without a line
+ * here fails to compile, so nobody forgets to decide). */
+#define GA_CUDA_OPT_conv2d_pool_forward ga_conv2d_pool_forward_cuda /* conv_cuda.cu */
+#define GA_CUDA_OPT_conv2d_pool_backward ga_conv2d_pool_backward_cuda
+#define GA_CUDA_OPT_conv2d_choose ga_conv2d_choose_cuda /* auto = implicit */
+
 /* The table handed to gpuaccel._C in a capsule (order as in core/backend.h). */
 /* Designated initializers in declaration order (C++20), the kernels generated
- * from core/kernels.def; the conv + pool fusion is not written for the GPU
- * yet, so the network runs those two layers one by one there. */
+ * from core/kernels.def. */
 extern "C" const ga_backend ga_cuda_backend = {
     .abi = GA_BACKEND_ABI,
     .name = "cuda",
@@ -383,7 +389,7 @@ extern "C" const ga_backend ga_cuda_backend = {
     .zero = ga_cuda_zero,
     .synchronize = ga_cuda_synchronize,
 #define GA_KERNEL(name, args) .name = ga_##name##_cuda,
-#define GA_KERNEL_OPT(name, args) .name = NULL,
+#define GA_KERNEL_OPT(name, args) .name = GA_CUDA_OPT_##name,
 #include "core/kernels.def"
 #undef GA_KERNEL
 #undef GA_KERNEL_OPT

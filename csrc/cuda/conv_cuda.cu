@@ -7,22 +7,45 @@
  * (k, n p q) into NCHW with bias and activation. Backward transposes dy to (k, n p q)
  * and runs two GEMMs (dw = dy col^T, dcol = w^T dy); col2im is a gather (each
  * dx element sums its own patch entries), so no atomics and a fixed order.
+ * IMPLICIT: the same three products without col or dcol in memory
+ * (conv_implicit_cuda.cu); what 'auto' runs here (conv2d_choose below).
  * REF: direct loops from x, one thread per output element, in the CPU
- * reference's summation order. */
-#include "cuda/cuda_common.h"
+ * reference's summation order.
+ *
+ * Conv + max pool (conv2d_pool_*): with IMPLICIT and a 2x2, stride-2 pool the
+ * implicit GEMM orders its columns window by window and pools in its epilogue,
+ * in registers (conv_implicit_cuda.cu, FwdPool2Op): the conv output is never
+ * stored. Otherwise two passes: the conv's plain sums go to ws as (k, n p q)
+ * (im2col GEMM or implicit GEMM), then one kernel adds the bias, applies the
+ * activation and pools with the CPU's rule (strict >: the first maximum in
+ * raster order wins, a NaN only as a window's first element); there a window
+ * can straddle the GEMM's column tiles. The backward gathers dy through arg
+ * (times the activation's derivative at the pooled y) straight into the
+ * (k, n p q) layout both backward paths read, in the pooled outputs' raster
+ * order, which is the CPU's scatter order: no atomics, the CPU's sums. */
+#include "cuda/conv_cuda.h"
+
+#include <cstdlib>
+#include <cstring>
 
 namespace {
 
 constexpr int kThreads = 256;
 
-ga_status check_variant(int variant)
+/* The variants the entry points run here; the Winograd ones are CPU only, and
+ * anything else (an unknown number, a flag bit such as a precision mode this
+ * code does not implement) is refused rather than guessed at. */
+ga_status check_variant(const char *op, int variant, int pool)
 {
     if (variant == GA_VARIANT_WINOGRAD2 || variant == GA_VARIANT_WINOGRAD4)
-        return ga_fail(GA_ERR_VALUE, "conv2d: the Winograd kernels run on the CPU only; use kernel='im2col' or "
-                                     "'auto' on a CUDA device");
-    if (variant != GA_VARIANT_FAST && variant != GA_VARIANT_REF && variant != GA_VARIANT_BLAS)
-        return ga_fail(GA_ERR_VALUE, "conv2d: unknown kernel variant %d", variant);
-    return GA_OK;
+        return ga_fail(GA_ERR_VALUE, "%s: the Winograd kernels run on the CPU only; use kernel='implicit', "
+                                     "'im2col' or 'auto' on a CUDA device", op);
+    if (variant == GA_VARIANT_FAST || variant == GA_VARIANT_BLAS || variant == GA_VARIANT_IMPLICIT ||
+        (!pool && variant == GA_VARIANT_REF))
+        return GA_OK;
+    return ga_fail(GA_ERR_VALUE, "%s: unknown kernel variant %d (0x%x) on CUDA: expected im2col (%d), %s"
+                   "cuBLAS (%d) or implicit (%d)", op, variant, (unsigned)variant, GA_VARIANT_FAST,
+                   pool ? "" : "ref (1), ", GA_VARIANT_BLAS, GA_VARIANT_IMPLICIT);
 }
 
 /* Sizes passed by value to kernels (the shape struct lives on the host). */
@@ -71,14 +94,22 @@ __global__ void transpose_dy_kernel(float *__restrict__ dyt, const float *__rest
     }
 }
 
-/* out[row] = sum of x (rows, len) row: one block per row, a fixed tree order. */
-__global__ void row_sum_kernel(float *__restrict__ out, const float *__restrict__ x, int64_t len)
+/* db[k] = sum over images and positions of d (element (img, k, e) at
+ * d[img s_img + k s_k + e]): one block per k, thread t takes the flat indices
+ * t, t + 256, ... of the (n, p q) plane, then a fixed tree, so the order is
+ * fixed. For the (k, n p q) layout that is the plain row sum. */
+__global__ void bias_grad_kernel(float *__restrict__ db, const float *__restrict__ d, int64_t n, int64_t pq,
+                                 int64_t s_img, int64_t s_k)
 {
     __shared__ float part[kThreads];
-    const float *xr = x + (int64_t)blockIdx.x * len;
+    const float *dk = d + (int64_t)blockIdx.x * s_k;
     float acc = 0.0f;
-    for (int64_t i = threadIdx.x; i < len; i += kThreads)
-        acc += xr[i];
+    if (s_img == pq) /* (k, n p q): a contiguous row, no index arithmetic (same order) */
+        for (int64_t i = threadIdx.x; i < n * pq; i += kThreads)
+            acc += dk[i];
+    else
+        for (int64_t i = threadIdx.x; i < n * pq; i += kThreads)
+            acc += dk[(i / pq) * s_img + i % pq];
     part[threadIdx.x] = acc;
     __syncthreads();
     for (int step = kThreads / 2; step > 0; step /= 2) {
@@ -87,7 +118,63 @@ __global__ void row_sum_kernel(float *__restrict__ out, const float *__restrict_
         __syncthreads();
     }
     if (threadIdx.x == 0)
-        out[blockIdx.x] = part[0];
+        db[blockIdx.x] = part[0];
+}
+
+/* The fused pool's forward epilogue: res (k, n p q) holds the conv's plain sums;
+ * one thread per pooled output (n, k, pp, pq) takes act(sum + b) over its window
+ * with the CPU's rule (conv_cpu.c ga_conv_store_pooled): the window's first
+ * element first, then strict >, so the first maximum in raster order wins and a
+ * NaN wins only as the first element. arg is the flat p q index of the max. */
+__global__ void pool_epilogue_kernel(float *__restrict__ y, int32_t *__restrict__ arg, const float *__restrict__ res,
+                                     const float *__restrict__ b, ga_act act, Geo g, int64_t size, int64_t pstride,
+                                     int64_t pp, int64_t pqq)
+{
+    const int64_t pq = g.p * g.q, npq = g.n * pq, ppq = pp * pqq;
+    GA_GRID_STRIDE(t, g.n * g.k * ppq) {
+        const int64_t plane = t / ppq, img = plane / g.k, k = plane % g.k;
+        const int64_t i = (t % ppq) / pqq, j = t % pqq;
+        const float *src = res + k * npq + img * pq;
+        const float bias = b ? b[k] : 0.0f;
+        int64_t best = i * pstride * g.q + j * pstride;
+        float m = ga_act_eval(act.kind, act.alpha, src[best] + bias);
+        for (int64_t r = 0; r < size; r++)
+            for (int64_t c = 0; c < size; c++) {
+                const int64_t idx = (i * pstride + r) * g.q + j * pstride + c;
+                const float v = ga_act_eval(act.kind, act.alpha, src[idx] + bias);
+                if (v > m) {
+                    m = v;
+                    best = idx;
+                }
+            }
+        y[t] = m;
+        arg[t] = (int32_t)best;
+    }
+}
+
+/* The fused pool's backward: dyt (k, n p q) at conv output (img, k, e) = sum of
+ * act'(y) dy over the pooled outputs whose window holds e and chose it, in
+ * their raster order, the order of the CPU's scatter (dst[arg[i]] += ... for
+ * i ascending), so the sums are the CPU's. A gather: no atomics. */
+__global__ void pool_grad_kernel(float *__restrict__ dyt, const float *__restrict__ dy, const float *__restrict__ y,
+                                 const int32_t *__restrict__ arg, ga_act act, Geo g, int64_t size, int64_t pstride,
+                                 int64_t pp, int64_t pqq)
+{
+    const int64_t pq = g.p * g.q, npq = g.n * pq, ppq = pp * pqq;
+    GA_GRID_STRIDE(t, g.k * npq) {
+        const int64_t k = t / npq, img = (t % npq) / pq, e = t % pq, hi = e / g.q, wi = e % g.q;
+        /* pooled outputs (i, j) with i pstride <= hi < i pstride + size */
+        const int64_t i0 = hi - size + 1 <= 0 ? 0 : (hi - size + pstride) / pstride;
+        const int64_t j0 = wi - size + 1 <= 0 ? 0 : (wi - size + pstride) / pstride;
+        const int64_t i1 = min(pp - 1, hi / pstride), j1 = min(pqq - 1, wi / pstride);
+        const int64_t plane = (img * g.k + k) * ppq;
+        float acc = 0.0f;
+        for (int64_t i = i0; i <= i1; i++)
+            for (int64_t j = j0; j <= j1; j++)
+                if (arg[plane + i * pqq + j] == (int32_t)e)
+                    acc += ga_act_grad(act.kind, act.alpha, y[plane + i * pqq + j], dy[plane + i * pqq + j]);
+        dyt[t] = acc;
+    }
 }
 
 /* dx (n, c, h, w) = col2im(dcol): each input pixel gathers the patch entries it
@@ -189,6 +276,82 @@ __global__ void conv_dx_ref_kernel(float *__restrict__ dx, const float *__restri
 
 } // namespace
 
+
+namespace {
+
+/* Conv output gradient layouts (conv_cuda.h): NCHW dy, and the (k, n p q)
+ * matrix the im2col GEMMs and the fused pool backward use. */
+struct Layout {
+    int64_t s_img, s_k;
+};
+Layout nchw(const ga_conv_shape *s) { return Layout{s->k * s->p * s->q, s->p * s->q}; }
+Layout kmajor(const ga_conv_shape *s) { return Layout{s->p * s->q, s->n * s->p * s->q}; }
+
+ga_status bias_grad(float *db, const float *d, Layout l, const ga_conv_shape *s, cudaStream_t st)
+{
+    GA_LAUNCH((unsigned)s->k, kThreads, 0, st, bias_grad_kernel)(db, d, s->n, s->p * s->q, l.s_img, l.s_k);
+    GA_CUDA_LAUNCH("bias_grad_kernel");
+    return GA_OK;
+}
+
+/* The plain sums w * patches(x) as (k, n p q) into res: the im2col GEMM (col
+ * filled, FAST / BLAS) or the implicit one (col untouched). */
+ga_status conv_sums(float *res, float *col, const float *x, const float *w, const ga_conv_shape *s, int variant)
+{
+    if (variant == GA_VARIANT_IMPLICIT)
+        return ga_conv_implicit_forward(res, x, w, NULL, ga_act{GA_ACT_NONE, 0.0f}, s, 1);
+    const int64_t crs = s->c * s->r * s->s, npq = s->n * s->p * s->q;
+    GA_TRY(ga_im2col_cuda(col, x, s));
+    return ga_gemm_cuda(res, w, col, 0, 0, s->k, npq, crs, crs, npq, npq, 1.0f, 0.0f, variant);
+}
+
+/* dx, dw, db from the conv output's gradient d (layout l; npq > 0).
+ * FAST / BLAS need d as (k, n p q) (kmajor), col from forward and dcol
+ * (c r s, n p q) scratch; IMPLICIT reads any layout, x instead of col, and
+ * needs no scratch of the caller's. */
+ga_status backward_from(float *dx, float *dw, float *db, float *dcol, const float *x, const float *col,
+                        const float *w, const float *d, Layout l, const ga_conv_shape *s, int variant,
+                        cudaStream_t st)
+{
+    const int64_t crs = s->c * s->r * s->s, npq = s->n * s->p * s->q, nx = s->n * s->c * s->h * s->w;
+    if (variant == GA_VARIANT_IMPLICIT) {
+        if (dw)
+            GA_TRY(ga_conv_implicit_dw(dw, x, d, l.s_img, l.s_k, s));
+        if (db)
+            GA_TRY(bias_grad(db, d, l, s, st));
+        if (dx && nx > 0)
+            GA_TRY(ga_conv_implicit_dx(dx, w, d, l.s_img, l.s_k, s));
+        return GA_OK;
+    }
+    /* dw (k, crs) = d (k, npq) * col^T */
+    if (dw)
+        GA_TRY(ga_gemm_cuda(dw, d, col, 0, 1, s->k, crs, npq, npq, npq, crs, 1.0f, 0.0f, variant));
+    if (db)
+        GA_TRY(bias_grad(db, d, l, s, st));
+    if (dx && nx > 0) {
+        /* dcol (crs, npq) = w^T (crs, k) * d (k, npq) */
+        GA_TRY(ga_gemm_cuda(dcol, w, d, 1, 0, crs, npq, s->k, crs, npq, npq, 1.0f, 0.0f, variant));
+        GA_LAUNCH(ga_cuda_blocks(nx, kThreads), kThreads, 0, st, col2im_kernel)(dx, dcol, geo(s));
+        GA_CUDA_LAUNCH("col2im_kernel");
+    }
+    return GA_OK;
+}
+
+ga_status check_pair(const char *op, const ga_conv_shape *cs, const ga_pool_shape *ps, ga_act act, int variant)
+{
+    GA_TRY(ga_check_conv(op, cs));
+    GA_TRY(ga_check_pool(op, ps));
+    GA_TRY(ga_check_act_poolable(op, act));
+    GA_TRY(check_variant(op, variant, 1));
+    if (ps->n != cs->n || ps->c != cs->k || ps->h != cs->p || ps->w != cs->q)
+        return ga_fail(GA_ERR_VALUE, "%s: the pool's input is not the conv's output", op);
+    if (cs->p * cs->q > INT32_MAX)
+        return ga_fail(GA_ERR_VALUE, "%s: a conv output plane above 2^31 elements does not fit arg", op);
+    return GA_OK;
+}
+
+} // namespace
+
 /* col (c r s, n p q) = im2col(x (n, c, h, w)) */
 ga_status ga_im2col_cuda(float *col, const float *x, const ga_conv_shape *s)
 {
@@ -206,13 +369,13 @@ ga_status ga_im2col_cuda(float *col, const float *x, const ga_conv_shape *s)
 }
 
 /* y (n, k, p, q) = act(conv(x (n, c, h, w), w (k, c, r, s)) + b (k));
- * col (c r s, n p q) and ws (k, n p q) are scratch (unused by REF). */
+ * col (c r s, n p q) and ws (k, n p q) are scratch (unused by REF and IMPLICIT). */
 ga_status ga_conv2d_forward_cuda(float *y, float *col, float *ws, const float *x, const float *w,
                                  const float *b, ga_act act, const ga_conv_shape *s, int variant)
 {
     GA_TRY(ga_check_conv("conv2d", s));
     GA_TRY(ga_check_act("conv2d", act));
-    GA_TRY(check_variant(variant));
+    GA_TRY(check_variant("conv2d", variant, 0));
     if (s->n == 0)
         return GA_OK;
     if (!y || !x || !w)
@@ -227,6 +390,8 @@ ga_status ga_conv2d_forward_cuda(float *y, float *col, float *ws, const float *x
         GA_CUDA_LAUNCH("conv_forward_ref_kernel");
         return GA_OK;
     }
+    if (variant == GA_VARIANT_IMPLICIT) /* bias and activation in the GEMM's epilogue, NCHW */
+        return ga_conv_implicit_forward(y, x, w, b, act, s, 0);
     if (!col || !ws)
         return ga_fail(GA_ERR_VALUE, "conv2d: NULL workspace");
     GA_TRY(ga_im2col_cuda(col, x, s));
@@ -238,13 +403,14 @@ ga_status ga_conv2d_forward_cuda(float *y, float *col, float *ws, const float *x
 
 /* dy (n, k, p, q) -> dw (k, c, r, s), db (k) or NULL, dx (n, c, h, w) or NULL.
  * FAST/BLAS read col (c r s, n p q) left by forward and use ws
- * (ga_conv_bwd_ws_floats: dy as (k, n p q), then dcol); REF reads x. */
+ * (ga_conv_bwd_ws_floats: dy as (k, n p q), then dcol); REF and IMPLICIT read
+ * x (IMPLICIT: dy as it is, no workspace). */
 ga_status ga_conv2d_backward_cuda(float *dx, float *dw, float *db, float *ws, const float *x,
                                   float *col, const float *w, const float *dy,
                                   const ga_conv_shape *s, int variant)
 {
     GA_TRY(ga_check_conv("conv2d_backward", s));
-    GA_TRY(check_variant(variant));
+    GA_TRY(check_variant("conv2d_backward", variant, 0));
     const int64_t crs = s->c * s->r * s->s, pq = s->p * s->q, npq = s->n * pq;
     if (!w || (npq > 0 && !dy))
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL argument");
@@ -267,25 +433,115 @@ ga_status ga_conv2d_backward_cuda(float *dx, float *dw, float *db, float *ws, co
         }
         return GA_OK;
     }
-    if (npq > 0 && (!ws || (dw && !col)))
+    if (npq == 0) { /* an empty batch (n == 0): zero weight gradients, nothing else */
+        if (dw)
+            GA_TRY(ga_cuda_zero(dw, (size_t)(s->k * crs) * sizeof(float)));
+        if (db)
+            GA_TRY(ga_cuda_zero(db, (size_t)s->k * sizeof(float)));
+        return GA_OK;
+    }
+    if (variant == GA_VARIANT_IMPLICIT) {
+        if (dw && !x)
+            return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL x");
+        return backward_from(dx, dw, db, NULL, x, NULL, w, dy, nchw(s), s, variant, st);
+    }
+    if (!ws || (dw && !col))
         return ga_fail(GA_ERR_VALUE, "conv2d_backward: NULL workspace or col");
-    float *dyt = ws, *dcol = ws ? ws + s->k * npq : NULL;
-    if (npq > 0) {
-        GA_LAUNCH(ga_cuda_blocks(s->k * npq, kThreads), kThreads, 0, st, transpose_dy_kernel)(dyt, dy, g);
-        GA_CUDA_LAUNCH("transpose_dy_kernel");
+    float *dyt = ws, *dcol = ws + s->k * npq;
+    GA_LAUNCH(ga_cuda_blocks(s->k * npq, kThreads), kThreads, 0, st, transpose_dy_kernel)(dyt, dy, g);
+    GA_CUDA_LAUNCH("transpose_dy_kernel");
+    return backward_from(dx, dw, db, dcol, x, col, w, dyt, kmajor(s), s, variant, st);
+}
+
+/* Conv (+ bias, act) then max pool ps: y, arg (n, k, pp, pq) as the two layers
+ * give them. ws (ga_conv_fwd_ws_floats) receives the conv's sums as (k, n p q);
+ * col is filled by FAST / BLAS (backward reads it), unused by IMPLICIT. */
+ga_status ga_conv2d_pool_forward_cuda(float *y, int32_t *arg, float *col, float *ws, const float *x,
+                                      const float *w, const float *b, ga_act act, const ga_conv_shape *cs,
+                                      const ga_pool_shape *ps, int variant)
+{
+    GA_TRY(check_pair("conv2d_pool", cs, ps, act, variant));
+    if (cs->n == 0)
+        return GA_OK;
+    if (!y || !arg || !x || !w || !ws || (variant != GA_VARIANT_IMPLICIT && !col))
+        return ga_fail(GA_ERR_VALUE, "conv2d_pool: NULL argument");
+    if (variant == GA_VARIANT_IMPLICIT && ps->size == 2 && ps->stride == 2) /* pooled in the GEMM's epilogue */
+        return ga_conv_implicit_forward_pool2(y, arg, x, w, b, act, cs, ps);
+    cudaStream_t st;
+    GA_TRY(ga_cuda_stream(&st));
+    GA_TRY(conv_sums(ws, col, x, w, cs, variant));
+    const int64_t total = cs->n * cs->k * ps->p * ps->q;
+    if (total == 0)
+        return GA_OK;
+    GA_LAUNCH(ga_cuda_blocks(total, kThreads), kThreads, 0, st, pool_epilogue_kernel)(
+        y, arg, ws, b, act, geo(cs), ps->size, ps->stride, ps->p, ps->q);
+    GA_CUDA_LAUNCH("pool_epilogue_kernel");
+    return GA_OK;
+}
+
+/* The pair's backward from the pool's dy, y, arg: the conv output's gradient
+ * (times act' at y) is gathered into ws as (k, n p q), then the conv's
+ * backward (FAST / BLAS with col and dcol = the rest of ws; IMPLICIT from x).
+ * ws: ga_conv_bwd_ws_floats. */
+ga_status ga_conv2d_pool_backward_cuda(float *dx, float *dw, float *db, float *ws, const float *x, float *col,
+                                       const float *w, const float *dy, const float *y, const int32_t *arg,
+                                       ga_act act, const ga_conv_shape *cs, const ga_pool_shape *ps,
+                                       int variant)
+{
+    GA_TRY(check_pair("conv2d_pool_backward", cs, ps, act, variant));
+    if (!dw)
+        db = NULL;
+    const int64_t crs = cs->c * cs->r * cs->s, npq = cs->n * cs->p * cs->q;
+    if (npq == 0) {
+        if (dw)
+            GA_TRY(ga_cuda_zero(dw, (size_t)(cs->k * crs) * sizeof(float)));
+        if (db)
+            GA_TRY(ga_cuda_zero(db, (size_t)cs->k * sizeof(float)));
+        return GA_OK;
     }
-    /* dw (k, crs) = dyt (k, npq) * col^T; npq == 0 gives zeros */
-    if (dw)
-        GA_TRY(ga_gemm_cuda(dw, dyt, col, 0, 1, s->k, crs, npq, npq, npq, crs, 1.0f, 0.0f, variant));
-    if (db) {
-        GA_LAUNCH((unsigned)s->k, kThreads, 0, st, row_sum_kernel)(db, dyt, npq);
-        GA_CUDA_LAUNCH("row_sum_kernel");
+    if (!w || !dy || !y || !arg || !ws || (dw && !x) || (dw && variant != GA_VARIANT_IMPLICIT && !col))
+        return ga_fail(GA_ERR_VALUE, "conv2d_pool_backward: NULL argument");
+    cudaStream_t st;
+    GA_TRY(ga_cuda_stream(&st));
+    float *dyt = ws, *dcol = ws + cs->k * npq;
+    GA_LAUNCH(ga_cuda_blocks(cs->k * npq, kThreads), kThreads, 0, st, pool_grad_kernel)(
+        dyt, dy, y, arg, act, geo(cs), ps->size, ps->stride, ps->p, ps->q);
+    GA_CUDA_LAUNCH("pool_grad_kernel");
+    return backward_from(dx, dw, db, dcol, x, col, w, dyt, kmajor(cs), cs, variant, st);
+}
+
+/* kernel='auto' on CUDA: the implicit GEMM wherever it fits, without timing
+ * (it does the im2col route's products without writing and re-reading the
+ * patch matrix; no GPU has measured the two against each other for this
+ * code yet, see ARCHITECTURE.md). GPUACCEL_CONV_KERNEL=im2col|implicit forces
+ * one; the CPU-only names (winograd*) do not apply here and leave the default. */
+ga_status ga_conv2d_choose_cuda(int *variant, const ga_conv_shape *s)
+{
+    if (!variant || !s)
+        return ga_fail(GA_ERR_VALUE, "conv2d_choose: NULL argument");
+    *variant = GA_VARIANT_FAST;
+    GA_TRY(ga_check_conv("conv2d_choose", s));
+    static const ga_conv_kernel_name names[GA_CONV_KERNEL_COUNT] = GA_CONV_KERNEL_NAMES;
+    const char *env = getenv("GPUACCEL_CONV_KERNEL");
+    int forced = GA_CONV_AUTO;
+    if (env && *env) {
+        int known = 0;
+        for (int i = 0; i < GA_CONV_KERNEL_COUNT; i++)
+            if (strcmp(env, names[i].name) == 0 && names[i].variant != GA_VARIANT_REF) {
+                known = 1;
+                forced = names[i].variant;
+            }
+        if (!known)
+            return ga_fail(GA_ERR_VALUE, "GPUACCEL_CONV_KERNEL=%s: expected auto, im2col, winograd, winograd2, "
+                                         "winograd4 or implicit",
+                           env);
     }
-    if (dx && nx > 0) {
-        /* dcol (crs, npq) = w^T (crs, k) * dyt (k, npq) */
-        GA_TRY(ga_gemm_cuda(dcol, w, dyt, 1, 0, crs, npq, s->k, crs, npq, npq, 1.0f, 0.0f, variant));
-        GA_LAUNCH(ga_cuda_blocks(nx, kThreads), kThreads, 0, st, col2im_kernel)(dx, dcol, g);
-        GA_CUDA_LAUNCH("col2im_kernel");
-    }
+    if (forced == GA_VARIANT_FAST)
+        return GA_OK;
+    /* auto, implicit, or a CPU-only name: implicit where the shape fits its indexing */
+    if (ga_conv_implicit_fits("conv2d_choose", s) == GA_OK)
+        *variant = GA_VARIANT_IMPLICIT;
+    else
+        ga_clear_error();
     return GA_OK;
 }

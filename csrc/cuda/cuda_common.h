@@ -129,10 +129,10 @@ ga_status ga_gemm_tf32_cuda(float *c, const float *a, const float *b, int trans_
                             int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc, float alpha, float beta,
                             int base, cudaStream_t stream);
 
-/* ga_<name>_cuda for every kernel of core/kernels.def; the optional fusions
- * are not written for the GPU yet (their table entries stay NULL). */
+/* ga_<name>_cuda for every kernel of core/kernels.def, the optional ones
+ * included; backend_cuda.cu says which optional ones this device has. */
 #define GA_KERNEL(name, args) ga_status ga_##name##_cuda args;
-#define GA_KERNEL_OPT(name, args)
+#define GA_KERNEL_OPT(name, args) ga_status ga_##name##_cuda args;
 #include "core/kernels.def"
 #undef GA_KERNEL
 #undef GA_KERNEL_OPT

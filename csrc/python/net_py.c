@@ -126,7 +126,8 @@ static int parse_conv_kernel(PyObject *d, int *kernel, Py_ssize_t i)
             return 0;
         }
     PyErr_Format(PyExc_ValueError,
-                 "layer %zd: unknown convolution kernel '%s' (expected auto, im2col, winograd, winograd2 or winograd4)",
+                 "layer %zd: unknown convolution kernel '%s' (expected auto, im2col, winograd, winograd2, winograd4 or "
+                 "implicit)",
                  i, name);
     return -1;
 }

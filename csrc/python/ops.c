@@ -21,7 +21,7 @@ typedef struct {
  * call_end, so that every op reads: parse, take inputs, check shapes, make
  * outputs, run, end. Each call_* returns NULL (or -1) with a Python error set;
  * the op then returns call_end(k, 0). */
-enum { CALL_MAX_IN = 6, CALL_MAX_OUT = 5, CALL_MAX_SCRATCH = 3 };
+enum { CALL_MAX_IN = 6, CALL_MAX_OUT = 5, CALL_MAX_SCRATCH = 4 };
 typedef struct {
     ga_device dev;
     int tensor_out; /* an input was a Tensor: answer with Tensors */
@@ -242,7 +242,7 @@ static int check_variant(int variant)
 static int check_conv_variant(int variant)
 {
     if (variant == GA_CONV_AUTO || variant == GA_VARIANT_FAST || variant == GA_VARIANT_REF ||
-        variant == GA_VARIANT_WINOGRAD2 || variant == GA_VARIANT_WINOGRAD4)
+        variant == GA_VARIANT_WINOGRAD2 || variant == GA_VARIANT_WINOGRAD4 || variant == GA_VARIANT_IMPLICIT)
         return 0;
     PyErr_Format(PyExc_ValueError, "unknown convolution kernel variant %d", variant);
     return -1;
@@ -260,6 +260,8 @@ static int check_conv_variant(int variant)
     } while (0)
 
 static int is_winograd(int variant) { return variant == GA_VARIANT_WINOGRAD2 || variant == GA_VARIANT_WINOGRAD4; }
+/* The algorithms that need no im2col matrix (and no GEMM workspace) from the caller. */
+static int needs_no_col(int variant) { return variant == GA_VARIANT_REF || is_winograd(variant) || variant == GA_VARIANT_IMPLICIT; }
 
 /* ---------------------------------------------------------------- matmul */
 
@@ -364,7 +366,7 @@ static PyObject *op_conv2d(PyObject *self, PyObject *args)
     if (call_out(&k, &y, 4, shape) < 0)
         FAIL;
     CHOOSE_CONV(&k, variant, s);
-    if (variant != GA_VARIANT_REF && !is_winograd(variant) && (call_scratch(&k, &col, (size_t)ga_conv_col_floats(&s) * sizeof(float)) < 0 ||
+    if (!needs_no_col(variant) && (call_scratch(&k, &col, (size_t)ga_conv_col_floats(&s) * sizeof(float)) < 0 ||
                                       call_scratch(&k, &ws, (size_t)ga_conv_fwd_ws_floats(&s) * sizeof(float)) < 0))
         FAIL;
     RUN(&k, BE->conv2d_forward(y, col, ws, x->ptr, w->ptr, b ? b->ptr : NULL, act, &s, variant));
@@ -397,7 +399,7 @@ static PyObject *op_conv2d_backward(PyObject *self, PyObject *args)
     if (call_out(&k, &dx, 4, x->shape) < 0 || call_out(&k, &dw, 4, w->shape) < 0 || call_out(&k, &db, 1, &s.k) < 0)
         FAIL;
     CHOOSE_CONV(&k, variant, s);
-    if (variant != GA_VARIANT_REF && !is_winograd(variant)) {
+    if (!needs_no_col(variant)) {
         if (call_scratch(&k, &col, (size_t)ga_conv_col_floats(&s) * sizeof(float)) < 0 ||
             call_scratch(&k, &ws, (size_t)ga_conv_bwd_ws_floats(&s) * sizeof(float)) < 0)
             FAIL;
@@ -406,6 +408,86 @@ static PyObject *op_conv2d_backward(PyObject *self, PyObject *args)
     RUN(&k, BE->conv2d_backward(dx, dw, db, ws, x->ptr, col, w->ptr, dy->ptr, &s, variant));
     return call_end(&k, 1);
 }
+
+/* conv2d (+ b, act) then max pool, as the one fused backend call a network
+ * makes (conv2d_pool_forward): -> (y, arg), arg's int32 indices in a float32
+ * array's bytes (the Python wrapper views them as int32). With dy given ->
+ * (dx, dw, db) through conv2d_pool_backward, the forward run again first for
+ * y and arg (as max_pool2d_backward does). */
+static PyObject *conv_pool_op(PyObject *args, int backward)
+{
+    const char *op = backward ? "conv2d_max_pool2d_backward" : "conv2d_max_pool2d";
+    PyObject *xo, *wo, *bo, *dyo = NULL;
+    long stride, pad, size, pstride;
+    int variant;
+    ga_act act;
+    const char *device;
+    op_call k;
+    int ok = backward ? PyArg_ParseTuple(args, "OOOOllifllsi:conv2d_max_pool2d_backward", &xo, &wo, &bo, &dyo,
+                                         &stride, &pad, &act.kind, &act.alpha, &size, &pstride, &device, &variant)
+                      : PyArg_ParseTuple(args, "OOOllifllsi:conv2d_max_pool2d", &xo, &wo, &bo, &stride, &pad,
+                                         &act.kind, &act.alpha, &size, &pstride, &device, &variant);
+    if (!ok || check_conv_variant(variant) < 0 || call_begin(&k, device) < 0)
+        return NULL;
+    if (variant == GA_VARIANT_REF) {
+        PyErr_Format(PyExc_ValueError, "%s: the fused pair has no reference kernel; run conv2d and max_pool2d", op);
+        return NULL;
+    }
+    if (!k.dev.be->conv2d_pool_forward || !k.dev.be->conv2d_pool_backward) {
+        PyErr_Format(PyExc_ValueError, "%s: device %s has no fused conv + max pool", op, k.dev.name);
+        return NULL;
+    }
+    const op_in *x, *w, *b = NULL, *dy = NULL;
+    if (!(x = call_in(&k, xo, "x", 4)) || !(w = call_in(&k, wo, "w", 4)) ||
+        (bo != Py_None && !(b = call_in(&k, bo, "b", 1))))
+        FAIL;
+    ga_conv_shape cs;
+    if (conv_geometry(&cs, x, w, stride, pad) < 0)
+        FAIL;
+    if (b && b->shape[0] != cs.k) {
+        PyErr_Format(PyExc_ValueError, "%s: b must have %lld entries", op, (long long)cs.k);
+        FAIL;
+    }
+    if (size < 1 || pstride < 1 || size > INT32_MAX || pstride > INT32_MAX || size > cs.p || size > cs.q) {
+        PyErr_Format(PyExc_ValueError, "%s: pool size %ld (stride %ld) does not fit the conv output %lldx%lld", op,
+                     size, pstride, (long long)cs.p, (long long)cs.q);
+        FAIL;
+    }
+    ga_pool_shape ps = {.n = cs.n, .c = cs.k, .h = cs.p, .w = cs.q, .size = size, .stride = pstride,
+                        .p = (cs.p - size) / pstride + 1, .q = (cs.q - size) / pstride + 1};
+    int64_t yshape[4] = {cs.n, cs.k, ps.p, ps.q};
+    const size_t ny = (size_t)(cs.n * cs.k * ps.p * ps.q);
+    CHOOSE_CONV(&k, variant, cs);
+    float *y, *argf, *col = NULL, *ws = NULL;
+    if ((!needs_no_col(variant) && call_scratch(&k, &col, (size_t)ga_conv_col_floats(&cs) * sizeof(float)) < 0) ||
+        (!is_winograd(variant) && call_scratch(&k, &ws, (size_t)ga_conv_bwd_ws_floats(&cs) * sizeof(float)) < 0))
+        FAIL;
+    if (!backward) {
+        if (call_out(&k, &y, 4, yshape) < 0 || call_out(&k, &argf, 4, yshape) < 0)
+            FAIL;
+        RUN(&k, BE->conv2d_pool_forward(y, (int32_t *)argf, col, ws, x->ptr, w->ptr, b ? b->ptr : NULL, act, &cs,
+                                        &ps, variant));
+        return call_end(&k, 1);
+    }
+    if (!(dy = call_in(&k, dyo, "dy", 4)))
+        FAIL;
+    if (memcmp(dy->shape, yshape, sizeof yshape) != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: dy must have shape (%lld, %lld, %lld, %lld)", op, (long long)cs.n,
+                     (long long)cs.k, (long long)ps.p, (long long)ps.q);
+        FAIL;
+    }
+    int32_t *arg;
+    float *dx, *dw, *db;
+    if (call_scratch(&k, &y, ny * sizeof(float)) < 0 || call_scratch(&k, &arg, ny * sizeof(int32_t)) < 0 ||
+        call_out(&k, &dx, 4, x->shape) < 0 || call_out(&k, &dw, 4, w->shape) < 0 || call_out(&k, &db, 1, &cs.k) < 0)
+        FAIL;
+    RUN(&k, BE->conv2d_pool_forward(y, arg, col, ws, x->ptr, w->ptr, b ? b->ptr : NULL, act, &cs, &ps, variant));
+    RUN(&k, BE->conv2d_pool_backward(dx, dw, db, ws, x->ptr, col, w->ptr, dy->ptr, y, arg, act, &cs, &ps, variant));
+    return call_end(&k, 1);
+}
+
+static PyObject *op_conv2d_max_pool2d(PyObject *self, PyObject *args) { return conv_pool_op(args, 0); }
+static PyObject *op_conv2d_max_pool2d_backward(PyObject *self, PyObject *args) { return conv_pool_op(args, 1); }
 
 /* ---------------------------------------------------------------- pooling */
 
@@ -896,6 +978,8 @@ PyMethodDef ga_ops_methods[] = {
     {"op_matmul", op_matmul, METH_VARARGS, NULL},
     {"op_conv2d", op_conv2d, METH_VARARGS, NULL},
     {"op_conv2d_backward", op_conv2d_backward, METH_VARARGS, NULL},
+    {"op_conv2d_max_pool2d", op_conv2d_max_pool2d, METH_VARARGS, NULL},
+    {"op_conv2d_max_pool2d_backward", op_conv2d_max_pool2d_backward, METH_VARARGS, NULL},
     {"op_max_pool2d", op_max_pool2d, METH_VARARGS, NULL},
     {"op_max_pool2d_backward", op_max_pool2d_backward, METH_VARARGS, NULL},
     {"op_global_avg_pool2d", op_global_avg_pool2d, METH_VARARGS, NULL},

@@ -72,7 +72,10 @@ static ga_status reserve(ga_net *net, ga_layer *l, int64_t n, int64_t *ws)
 {
     ga_conv_shape s = conv_shape(l, n);
     *ws = ga_conv_ws_floats(&s);
-    GA_TRY(ga_net_alloc_floats(net, &l->col, ga_conv_col_floats(&s)));
+    /* kernel='implicit' never has an im2col matrix; 'auto' reserves one, since its
+     * answer comes at the first forward (and may be im2col) */
+    if (l->spec.kernel != GA_VARIANT_IMPLICIT)
+        GA_TRY(ga_net_alloc_floats(net, &l->col, ga_conv_col_floats(&s)));
     if (!l->fused_pool)
         GA_TRY(ga_net_alloc_floats(net, &l->y, n * per_sample(l->out)));
     return ga_layer_reserve_z(net, l, n);
