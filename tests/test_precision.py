@@ -67,3 +67,18 @@ def test_precision_is_checked_and_fp32_is_the_default():
         model("cpu", "fp16")
     with pytest.raises(ValueError, match="tensor cores"):
         m._net.set_precision(ga._C.PRECISION_TF32)
+
+
+def test_tf32_convolutions_run_im2col_on_the_tensor_cores(cuda_device, monkeypatch):
+    monkeypatch.delenv("GPUACCEL_CONV_KERNEL", raising=False)  # 'auto' as users get it
+    x, y = data(16)
+    m = model(cuda_device, "tf32")
+    m.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert [k for k in m._net.conv_kernels() if k] == ["im2col (auto)"] * 2
+    f = model(cuda_device, "fp32")
+    f.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert [k for k in f._net.conv_kernels() if k] == ["implicit (auto)"] * 2
+    e = ga.Sequential([Conv2D(4, 3, kernel="implicit"), Flatten(), Dense(5)], input_shape=(3, 10, 10), seed=0)
+    e.compile(device=cuda_device, precision="tf32")
+    with pytest.raises(ValueError, match="fp32"):
+        e.fit(x, y, epochs=1, batch_size=16, verbose=0)

@@ -43,6 +43,14 @@ ga_status check_variant(const char *op, int variant, int pool)
     if (variant == GA_VARIANT_FAST || variant == GA_VARIANT_BLAS || variant == GA_VARIANT_IMPLICIT ||
         (!pool && variant == GA_VARIANT_REF))
         return GA_OK;
+    /* TF32: the im2col paths hand the flag to their GEMMs (tensor cores) */
+    if (variant == (GA_VARIANT_FAST | GA_PRECISION_TF32) || variant == (GA_VARIANT_BLAS | GA_PRECISION_TF32))
+        return GA_OK;
+    if (ga_variant_tf32(variant) && (ga_variant_base(variant) == GA_VARIANT_IMPLICIT ||
+                                     ga_variant_base(variant) == GA_VARIANT_REF))
+        return ga_fail(GA_ERR_VALUE, "%s: the %s convolution computes in fp32; with precision 'tf32' use "
+                                     "kernel='im2col' or 'auto' (im2col on the tensor cores)", op,
+                       ga_variant_base(variant) == GA_VARIANT_IMPLICIT ? "implicit-GEMM" : "reference");
     return ga_fail(GA_ERR_VALUE, "%s: unknown kernel variant %d (0x%x) on CUDA: expected im2col (%d), %s"
                    "cuBLAS (%d) or implicit (%d)", op, variant, (unsigned)variant, GA_VARIANT_FAST,
                    pool ? "" : "ref (1), ", GA_VARIANT_BLAS, GA_VARIANT_IMPLICIT);

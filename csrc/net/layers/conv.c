@@ -89,12 +89,16 @@ static ga_status forward(ga_net *net, ga_layer *l, int64_t n, int training, cons
         l->variant = GA_VARIANT_FAST;
     if (l->spec.kernel == GA_CONV_AUTO && net->be->conv2d_choose)
         BE(net, conv2d_choose(&l->variant, &s));
+    /* TF32: 'auto' means im2col, whose GEMMs run on the tensor cores (the implicit
+     * GEMM is fp32 only); the precision flag goes with every variant */
+    if (l->spec.kernel == GA_CONV_AUTO && net->precision && l->variant == GA_VARIANT_IMPLICIT)
+        l->variant = GA_VARIANT_FAST;
     if (l->fused_pool) { /* the pool after this layer runs both */
         *y = (float *)in;
         return GA_OK;
     }
     BE(net, conv2d_forward(ga_act_target(l, *y), l->col, net->ws, in, layer_w(net, l), layer_b(net, l),
-                           ga_act_fused(l->spec.act), &s, l->variant));
+                           ga_act_fused(l->spec.act), &s, l->variant | net->precision));
     return ga_layer_finish_act(net, l, n * per_sample(l->out), *y);
 }
 
@@ -115,12 +119,13 @@ static ga_status backward(ga_net *net, ga_layer *l, int64_t n, int training, int
             .size = pool->spec.kernel_h, .stride = pool->spec.stride, .p = pool->out[1], .q = pool->out[2],
         };
         BE(net, conv2d_pool_backward(dx, dw, db, net->ws, l->x_seen, l->col, layer_w(net, l), g, pool->y_seen,
-                                     pool->arg, l->spec.act, &s, &ps, l->variant));
+                                     pool->arg, l->spec.act, &s, &ps, l->variant | net->precision));
         return GA_OK;
     }
     if (l->spec.act.kind != GA_ACT_NONE)
         BE(net, act_backward(g, ga_act_input(l), g, n * per_sample(l->out), l->spec.act));
-    BE(net, conv2d_backward(dx, dw, db, net->ws, l->x_seen, l->col, layer_w(net, l), g, &s, l->variant));
+    BE(net, conv2d_backward(dx, dw, db, net->ws, l->x_seen, l->col, layer_w(net, l), g, &s,
+                            l->variant | net->precision));
     return GA_OK;
 }
 

@@ -55,7 +55,7 @@ static ga_status maxpool_layer_forward(ga_net *net, ga_layer *l, int64_t n, int 
             .stride = conv->spec.stride, .pad = conv->spec.pad, .p = conv->out[1], .q = conv->out[2],
         };
         BE(net, conv2d_pool_forward(*y, l->arg, conv->col, net->ws, in, layer_w(net, conv), layer_b(net, conv),
-                                    conv->spec.act, &cs, &ps, conv->variant));
+                                    conv->spec.act, &cs, &ps, conv->variant | net->precision));
         return GA_OK;
     }
     BE(net, maxpool_forward(*y, l->arg, in, &ps));

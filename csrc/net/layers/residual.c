@@ -129,7 +129,7 @@ static ga_status end_forward(ga_net *net, ga_layer *l, int64_t n, int training, 
     if (l->proj) {
         ga_conv_shape s = proj_shape(l, n);
         BE(net, conv2d_forward(sum, l->col, net->ws, skip, layer_w(net, l), layer_b(net, l),
-                               (ga_act){GA_ACT_NONE, 0.0f}, &s, GA_VARIANT_FAST));
+                               (ga_act){GA_ACT_NONE, 0.0f}, &s, GA_VARIANT_FAST | net->precision));
         BE(net, add(sum, sum, in, count));
     } else {
         BE(net, add(sum, in, skip, count));
@@ -153,7 +153,7 @@ static ga_status end_backward(ga_net *net, ga_layer *l, int64_t n, int training,
         float *dw = layer_dw(net, l);
         if (dw || need_skip)
             BE(net, conv2d_backward(need_skip ? l->dskip : NULL, dw, layer_db(net, l), net->ws,
-                                    net->layers[l->match].x_seen, l->col, layer_w(net, l), g, &s, GA_VARIANT_FAST));
+                                    net->layers[l->match].x_seen, l->col, layer_w(net, l), g, &s, GA_VARIANT_FAST | net->precision));
     } else if (need_skip) {
         BE(net, copy(l->dskip, g, (size_t)count * sizeof(float)));
     }
