@@ -83,7 +83,7 @@ EMU_IGNORE = --ignore=tests/test_notebooks.py --ignore=tests/test_cuda_emu.py --
 EMU_DIR  ?= /tmp/gpuaccel-emu
 EMU_RUNS ?= random:1,132 reverse,1
 EMU_COPY  = rm -rf $(1) && mkdir -p $(1)/tree $(1)/logs && \
-            cp -r csrc gpuaccel tests setup.py pyproject.toml $(1)/tree/ && \
+            cp -r csrc gpuaccel tests benchmarks setup.py pyproject.toml $(1)/tree/ && \
             rm -rf $(1)/tree/gpuaccel/*.so $(1)/tree/gpuaccel/__pycache__ $(1)/tree/tests/__pycache__
 EMU_CHECK = $$PYBIN -c 'import gpuaccel, sys; ok = gpuaccel.__file__.startswith("$(1)/tree/") and \
               gpuaccel.cuda.is_emulated() and gpuaccel.cuda.is_available(); \

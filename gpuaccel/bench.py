@@ -17,6 +17,7 @@ measured is written into the report itself.
 """
 import argparse
 import datetime
+import functools
 import json
 import os
 import shlex
@@ -51,14 +52,16 @@ HOW_MEASURED = [
 
 
 # ------------------------------------------------------------------------------ model
-def compiled_reference_cnn(device, seed=0):
+def compiled_reference_cnn(device, seed=0, precision="fp32", steps_per_execution=1):
     """The reference CNN (gpuaccel.models.reference_cnn) compiled as DESIGN.md section 3
-    says: Adam 1e-3, sparse categorical cross-entropy, accuracy; `seed` fixes the weights."""
+    says: Adam 1e-3, sparse categorical cross-entropy, accuracy; `seed` fixes the weights.
+    precision applies to GPUs (the CPU computes in fp32)."""
     from . import models, optimizers
 
     model = models.reference_cnn(seed=seed)
     model.compile(optimizer=optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], device=device)
+                  metrics=["accuracy"], device=device, steps_per_execution=steps_per_execution,
+                  precision=precision if device.startswith("cuda") else "fp32")
     return model
 
 
@@ -186,12 +189,14 @@ class StepTimer(Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epochs.append([])
-        self.last = time.perf_counter()
+        self.last, self.last_batch = time.perf_counter(), -1
 
     def on_batch_end(self, batch, logs=None):
-        now = time.perf_counter()
-        self.epochs[-1].append(round(1000.0 * (now - self.last), 3))
-        self.last = now
+        # with steps_per_execution = N, batch ends come every N steps: each of them
+        # gets the call's time over its steps
+        now, k = time.perf_counter(), max(1, batch - self.last_batch)
+        self.epochs[-1].extend([round(1000.0 * (now - self.last) / k, 3)] * k)
+        self.last, self.last_batch = now, batch
 
 
 def train(device, data, epochs, batch_size, seed, verbose=0, build=None, validate=True):
@@ -222,6 +227,8 @@ def train(device, data, epochs, batch_size, seed, verbose=0, build=None, validat
     # the convolution algorithm each conv layer ran (kernel='auto' measures it per machine)
     net = getattr(model, "_net", None)
     result["conv_kernels"] = [k for k in net.conv_kernels() if k] if net is not None else []
+    result["precision"] = getattr(model, "precision", "fp32")
+    result["steps_per_execution"] = getattr(model, "steps_per_execution", 1)
     for row, steps in zip(result["epochs"], timer.epochs):
         row["step_times_ms"] = steps
     result["summary"] = summarize(result["epochs"])
@@ -491,6 +498,8 @@ def format_markdown(report):
         else:
             if r.get("conv_kernels"):
                 out += [f"Convolutions ran: {', '.join(r['conv_kernels'])}.", ""]
+            if r.get("precision"):
+                out += [f"Precision: {r['precision']}; steps per call: {r.get('steps_per_execution', 1)}.", ""]
             out.append(format_epochs(r["epochs"], markdown=True))
     out += ["", "## Summary", "", format_summary(report["devices"] + report.get("peers", []), markdown=True)]
     if report.get("sweep"):
@@ -572,6 +581,10 @@ def parse_args(argv=None):
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
     p.add_argument("--peers", action="store_true", help="also train the model with Keras and PyTorch (gpuaccel.peers)")
     p.add_argument("--threads", type=int, help="CPU threads (default: gpuaccel's default)")
+    p.add_argument("--precision", choices=["fp32", "tf32"], default="fp32",
+                   help="the GPU's matrix products (tf32: tensor cores, sm_80+; the CPU stays fp32)")
+    p.add_argument("--steps-per-execution", type=int, default=1,
+                   help="training steps per C call in the main run (Keras's steps_per_execution)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and shuffling (default 0)")
     p.add_argument("--out", default="bench-out", help="folder for report.json, report.md and plots (default bench-out)")
     p.add_argument("--no-plots", action="store_true", help="write no PNG plots")
@@ -633,7 +646,9 @@ def main(argv=None):
         emulated = device.startswith("cuda") and _cuda_emulated()
         say(f"\n== {device}{' (emulated)' if emulated else ''}: {len(data[0])} images, batch {args.batch_size}, "
             f"{args.epochs} epoch(s){' -- ' + EMULATED_NOTE if emulated else ''} ==")
-        result = train(device, data, args.epochs, args.batch_size, args.seed, verbose=verbose)
+        result = train(device, data, args.epochs, args.batch_size, args.seed, verbose=verbose,
+                       build=functools.partial(compiled_reference_cnn, precision=args.precision,
+                                               steps_per_execution=args.steps_per_execution))
         results.append(result)
         if result["error"]:
             print(f"{device} failed: {result['error']}", file=sys.stderr)
@@ -668,6 +683,7 @@ def main(argv=None):
         "argv": argv,
         "settings": {"devices": devices, "epochs": args.epochs, "batch_size": args.batch_size,
                      "limit": args.limit, "test_limit": args.test_limit, "threads": threads, "seed": args.seed,
+                     "precision": args.precision, "steps_per_execution": args.steps_per_execution,
                      "train_images": len(data[0]), "test_images": len(data[2]),
                      "sweep_batch_sizes": [] if args.no_sweep else args.batch_sizes,
                      "sweep_threads": args.sweep_threads or [threads],
