@@ -103,7 +103,7 @@ def fake_run(monkeypatch):
             rng.random((16, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 16, dtype=np.uint8))
     monkeypatch.setattr(bench, "load_fashion", lambda limit=None, test_limit=None: data)
     monkeypatch.setattr(bench, "compiled_reference_cnn",
-                        lambda device, seed=0: FakeModel(device, 2.0 if device == "cpu" else 0.5))
+                        lambda device, seed=0, **settings: FakeModel(device, 2.0 if device == "cpu" else 0.5))
     monkeypatch.setattr(bench, "_cuda_status", lambda: (True, ""))
     monkeypatch.setattr(bench, "_cuda_emulated", lambda: False)  # a fake real GPU, also on the emulator
 
