@@ -1,4 +1,4 @@
-"""Small ResNets for 28x28 and 32x32 images, and pretrained weights.
+"""Small ResNets for images of any size (28x28, 32x32, 64x64, ...), and pretrained weights.
 
 The family is the CIFAR ResNet of He et al. (2016), depth = 6 n + 2: a 3x3 stem
 convolution, three stages of n basic blocks with `width`, 2 `width` and 4 `width`
@@ -14,17 +14,22 @@ ReLU, written as a `gpuaccel.layers.Residual`.
 
 weights: None (random), 'fmnist-0to4' (shipped: trained by `python -m gpuaccel.pretrain`
 on Fashion-MNIST classes 0-4, see gpuaccel/weights/*.md) or the path of a file written
-by Sequential.save (a backbone or a full model of the same architecture)."""
+by Sequential.save (a backbone or a full model of the same architecture). Weights trained
+on grey images also serve colour ones: the stem's kernel is spread evenly over the
+channels, so a grey picture stored as RGB gives the features it gave in grey."""
 import os
+
+import numpy as np
 
 from . import layers as L
 from . import models
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 
-# name -> {(depth, width, input_shape): file in WEIGHTS_DIR}
+# name -> {(depth, width): file in WEIGHTS_DIR}; convolutions and global pooling make
+# them fit any image size and, through the stem's channel spread, any channel count
 PRETRAINED = {
-    "fmnist-0to4": {(8, 8, (1, 28, 28)): "resnet8_w8_fmnist0to4.npz"},
+    "fmnist-0to4": {(8, 8): "resnet8_w8_fmnist0to4.npz"},
 }
 
 
@@ -34,6 +39,13 @@ def _conv_bn(filters, strides=1, bn_momentum=0.99):
             L.BatchNormalization(momentum=bn_momentum)]
 
 
+def default_stem_strides(input_shape):
+    """1 for images up to 48 pixels on the short side (the CIFAR ResNet), 2 above: the
+    stages then see 64x64 photos at the 32x32 scale the family was designed for (and
+    4x less work)."""
+    return 1 if min(input_shape[1:]) <= 48 else 2
+
+
 def basic_block(filters, strides=1, name=None, bn_momentum=0.99):
     """conv3x3(strides) - BN - ReLU - conv3x3 - BN, + skip (1x1 projection when the shape changes), ReLU."""
     return L.Residual(_conv_bn(filters, strides, bn_momentum) + [L.ReLU()] + _conv_bn(filters, 1, bn_momentum),
@@ -41,7 +53,7 @@ def basic_block(filters, strides=1, name=None, bn_momentum=0.99):
 
 
 def resnet(depth=8, width=None, input_shape=(1, 28, 28), classes=10, include_top=True, weights=None, name=None,
-           seed=0, bn_momentum=0.99):
+           seed=0, bn_momentum=0.99, stem_strides=None):
     """ResNet-`depth` (depth = 6 n + 2: 8, 14, 20, 32, ...) for small images, uncompiled.
 
     width: filters of the first stage (default 16, or the width of the named
@@ -50,18 +62,26 @@ def resnet(depth=8, width=None, input_shape=(1, 28, 28), classes=10, include_top
     variance starts at 1 and keeps momentum**steps of that start: short runs (a few
     hundred steps) on small activations want 0.9, or inference sees inflated variances.
 
+    input_shape: (C, H, W), any channel count and size of at least 8x8 (grey or colour).
+    stem_strides: of the first convolution; None: default_stem_strides(input_shape).
+
     include_top=False ends at GlobalAveragePooling2D: predict() then gives (N, 4 width)
     features, and the model is a backbone for a new head (see with_head)."""
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth must be 6 n + 2 with n >= 1 (8, 14, 20, ...), got {depth!r}")
     if width is None:
-        shipped = [w for d, w, _ in PRETRAINED.get(weights, {}) if d == depth] if isinstance(weights, str) else []
+        shipped = [w for d, w in PRETRAINED.get(weights, {}) if d == depth] if isinstance(weights, str) else []
         width = shipped[0] if shipped else 16
     if not isinstance(width, int) or width <= 0:
         raise ValueError(f"width must be a positive int, got {width!r}")
     input_shape = tuple(int(d) for d in input_shape)
+    if len(input_shape) != 3 or min(input_shape) < 1 or min(input_shape[1:]) < 8:
+        raise ValueError(f"input_shape must be (C, H, W) with H, W >= 8, got {input_shape}")
+    stem_strides = default_stem_strides(input_shape) if stem_strides is None else stem_strides
+    if stem_strides not in (1, 2):
+        raise ValueError(f"stem_strides must be 1 or 2, got {stem_strides!r}")
     n = (depth - 2) // 6
-    layers = _conv_bn(width, 1, bn_momentum) + [L.ReLU()]
+    layers = _conv_bn(width, stem_strides, bn_momentum) + [L.ReLU()]
     for stage, mult in enumerate((1, 2, 4)):
         for b in range(n):
             layers.append(basic_block(width * mult, 2 if stage > 0 and b == 0 else 1, bn_momentum=bn_momentum))
@@ -73,13 +93,12 @@ def resnet(depth=8, width=None, input_shape=(1, 28, 28), classes=10, include_top
     if weights is not None:
         path = weights
         if weights in PRETRAINED:
-            key = (depth, width, input_shape)
+            key = (depth, width)
             if key not in PRETRAINED[weights]:
-                have = ", ".join(f"resnet{d}(width={w}, input_shape={s})" for d, w, s in PRETRAINED[weights])
-                raise ValueError(f"no {weights!r} weights for resnet{depth}(width={width}, "
-                                 f"input_shape={input_shape}); they exist for {have}")
+                have = ", ".join(f"resnet{d}(width={w})" for d, w in PRETRAINED[weights])
+                raise ValueError(f"no {weights!r} weights for resnet{depth}(width={width}); they exist for {have}")
             path = os.path.join(WEIGHTS_DIR, PRETRAINED[weights][key])
-        load_weights(model, path, skip_top=not include_top)
+        load_weights(model, path, skip_top=not include_top, spread_channels=True)
     return model
 
 
@@ -98,12 +117,13 @@ def resnet20(**kwargs):
     return resnet(20, **kwargs)
 
 
-def load_weights(model, path, skip_top=False):
+def load_weights(model, path, skip_top=False, spread_channels=False):
     """Copy the weights of a model file (Sequential.save) into `model`, layer by layer.
 
     The file may hold more top-level layers than `model` (for example a full
     classifier loaded into its backbone); the shared leading layers must match in
-    type and weight shapes. Returns `model`."""
+    type and weight shapes. spread_channels: a first convolution trained on 1 channel
+    fills a C-channel one with its kernel / C on every channel. Returns `model`."""
     src = models.load(path)
     if len(src.layers) < len(model.layers):
         raise ValueError(f"{path}: holds {len(src.layers)} layers, the model has {len(model.layers)}")
@@ -112,11 +132,22 @@ def load_weights(model, path, skip_top=False):
         if type(mine) is not type(theirs):
             raise ValueError(f"{path}: layer {k} is {type(theirs).__name__}, the model has {type(mine).__name__}")
         arrays = src._layer_weights(theirs)
+        if k == 0 and spread_channels:
+            arrays = _spread_channels(arrays, model._layer_weights(mine))
         try:
             model._set_layer_weights(k, arrays)
         except ValueError as e:
             raise ValueError(f"{path}: layer {k} ({type(mine).__name__}) does not fit: {e}") from None
     return model
+
+
+def _spread_channels(arrays, mine):
+    """A grey (K, 1, R, S) kernel as (K, C, R, S) with kernel / C on each of mine's C channels."""
+    out = list(arrays)
+    if out and mine and out[0].ndim == 4 and out[0].shape[1] == 1 and mine[0].ndim == 4 and mine[0].shape[1] > 1:
+        c = mine[0].shape[1]
+        out[0] = np.repeat(out[0], c, axis=1) / np.float32(c)
+    return out
 
 
 def with_head(backbone, head, name=None):

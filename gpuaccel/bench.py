@@ -1,8 +1,10 @@
-"""The main job: train the reference CNN on Fashion-MNIST on each device and report.
+"""The main job: train the reference CNN on Fashion-MNIST (or a folder of your images,
+--data DIR) on each device and report.
 
     python -m gpuaccel.bench [--device cpu,cuda] [--epochs 3] [--batch-size 128]
                              [--batch-sizes 32,128,512 | --no-sweep] [--sweep-limit 2048]
                              [--limit N] [--test-limit N] [--peers] [--threads T] [--seed S]
+                             [--data DIR [--image-size 64] [--color-mode rgb] [--validation-split 0.2]]
                              [--out DIR] [--no-plots] [--quiet]
 
 Prints, per device, one row per epoch (epoch time, step time p50/p95, images/s, train
@@ -52,13 +54,15 @@ HOW_MEASURED = [
 
 
 # ------------------------------------------------------------------------------ model
-def compiled_reference_cnn(device, seed=0, precision="fp32", steps_per_execution=1):
+def compiled_reference_cnn(device, seed=0, precision="fp32", steps_per_execution=1, input_shape=(1, 28, 28),
+                           classes=10):
     """The reference CNN (gpuaccel.models.reference_cnn) compiled as DESIGN.md section 3
     says: Adam 1e-3, sparse categorical cross-entropy, accuracy; `seed` fixes the weights.
-    precision applies to GPUs (the CPU computes in fp32)."""
+    precision applies to GPUs (the CPU computes in fp32). input_shape and classes: those
+    of the data (Fashion-MNIST's by default, a folder's with --data)."""
     from . import models, optimizers
 
-    model = models.reference_cnn(seed=seed)
+    model = models.reference_cnn(seed=seed, input_shape=input_shape, classes=classes)
     model.compile(optimizer=optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], device=device, steps_per_execution=steps_per_execution,
                   precision=precision if device.startswith("cuda") else "fp32")
@@ -79,6 +83,27 @@ def load_fashion(limit=None, test_limit=None):
         return (images.astype(np.float32) / np.float32(255.0)).reshape(-1, 1, 28, 28)
 
     return scale(x), y, scale(xt), yt
+
+
+def load_folder(path, image_size, color_mode="rgb", validation_split=0.2, seed=0, limit=None, test_limit=None):
+    """A folder of your images (one sub-folder per class, gpuaccel.datasets.
+    image_dataset_from_directory) as (x, y, xt, yt, class_names): float32 (N, C, H, W) in
+    [0, 1] like load_fashion's, the validation split (by `seed`) standing in for the test set."""
+    from .datasets import image_dataset_from_directory
+
+    train_set, val_set = image_dataset_from_directory(path, image_size=image_size, color_mode=color_mode,
+                                                      validation_split=validation_split, subset="both", seed=seed)
+
+    def scale(images):
+        return images.astype(np.float32) / np.float32(255.0)
+
+    return (scale(train_set.images[:limit]), train_set.labels[:limit], scale(val_set.images[:test_limit]),
+            val_set.labels[:test_limit], list(train_set.class_names))
+
+
+def _classes(data):
+    """Classes of a (x, y, xt, yt) data set: the largest label + 1."""
+    return int(max(np.max(data[1]), np.max(data[3]) if len(data[3]) else 0)) + 1
 
 
 # ---------------------------------------------------------------------------- devices
@@ -206,7 +231,7 @@ def train(device, data, epochs, batch_size, seed, verbose=0, build=None, validat
     Each row also carries 'step_times_ms' (every step of that epoch, see StepTimer).
     validate=False skips the test-set evaluation after each epoch (used by the sweep)."""
     x, y, xt, yt = data
-    build = build or compiled_reference_cnn
+    build = build or functools.partial(compiled_reference_cnn, input_shape=x.shape[1:], classes=_classes(data))
     result = {"device": device, "emulated": device.startswith("cuda") and _cuda_emulated(),
               "epochs": [], "summary": {"epochs": 0}, "error": None}
     if device.startswith("cuda"):
@@ -475,7 +500,7 @@ def format_markdown(report):
     from .info import format_info
 
     s = report["settings"]
-    out = ["# gpuaccel benchmark: reference CNN on Fashion-MNIST", "",
+    out = [f"# gpuaccel benchmark: reference CNN on {s.get('data', 'Fashion-MNIST')}", "",
            f"Run {report['created']}:", "", "```", report["command"], "```", "",
            (f"{s['train_images']} training / {s['test_images']} test images, batch {s['batch_size']}, "
             f"{s['epochs']} epoch(s), seed {s['seed']}, {s['model']}, {s['optimizer']}."), ""]
@@ -566,7 +591,8 @@ def _int_list(text):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m gpuaccel.bench",
-                                description="Train the reference CNN on Fashion-MNIST on each device and report.")
+                                description="Train the reference CNN on Fashion-MNIST (or --data DIR) on each device "
+                                            "and report.")
     p.add_argument("--device", help="comma-separated devices, e.g. cpu,cuda (default: every available one)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per device (default 3; epoch 1 is the warm-up)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size of the main run (default 128)")
@@ -577,6 +603,14 @@ def parse_args(argv=None):
     p.add_argument("--sweep-limit", type=int, default=2048,
                    help="training images per sweep point (default 2048)")
     p.add_argument("--no-sweep", action="store_true", help="skip the batch-size sweep")
+    p.add_argument("--data", metavar="DIR",
+                   help="train on a folder of your images instead of Fashion-MNIST: one sub-folder per class "
+                        "(JPEG, PNG, BMP, GIF); --validation-split of it is the test set")
+    p.add_argument("--image-size", type=_image_size, default=(64, 64), metavar="N|HxW",
+                   help="with --data: images are resized to this (default 64)")
+    p.add_argument("--color-mode", choices=["rgb", "grayscale"], default="rgb", help="with --data (default rgb)")
+    p.add_argument("--validation-split", type=float, default=0.2,
+                   help="with --data: the fraction held out as the test set, split by --seed (default 0.2)")
     p.add_argument("--limit", type=int, help="train on the first N training images only")
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
     p.add_argument("--peers", action="store_true", help="also train the model with Keras and PyTorch (gpuaccel.peers)")
@@ -594,7 +628,22 @@ def parse_args(argv=None):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0.0 < args.validation_split < 1.0:
+        p.error("--validation-split must be in (0, 1)")
     return args
+
+
+def _image_size(text):
+    """'64' -> (64, 64); '48x64' -> (48, 64)."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or HxW with positive integers, got {text!r}")
+    return tuple(parts)
 
 
 def _threads(requested):
@@ -635,11 +684,20 @@ def main(argv=None):
         say(line)
     for sk in skipped:
         say(f"{sk['device']} not measured: {sk['reason']}")
+    class_names = None
     try:
-        data = load_fashion(args.limit, args.test_limit)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"gpuaccel.bench: cannot load Fashion-MNIST: {e}", file=sys.stderr)
+        if args.data:
+            *data, class_names = load_folder(args.data, args.image_size, args.color_mode, args.validation_split,
+                                             args.seed, args.limit, args.test_limit)
+            data = tuple(data)
+        else:
+            data = load_fashion(args.limit, args.test_limit)
+    except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as e:
+        print(f"gpuaccel.bench: cannot load {args.data or 'Fashion-MNIST'}: {e}", file=sys.stderr)
         return 2
+    data_name = (f"{args.data} ({len(class_names)} classes, {data[0].shape[1]}x{data[0].shape[2]}x"
+                 f"{data[0].shape[3]})" if args.data else "Fashion-MNIST")
+    classes = _classes(data) if class_names is None else len(class_names)
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     results = []
     for device in devices:
@@ -648,7 +706,8 @@ def main(argv=None):
             f"{args.epochs} epoch(s){' -- ' + EMULATED_NOTE if emulated else ''} ==")
         result = train(device, data, args.epochs, args.batch_size, args.seed, verbose=verbose,
                        build=functools.partial(compiled_reference_cnn, precision=args.precision,
-                                               steps_per_execution=args.steps_per_execution))
+                                               steps_per_execution=args.steps_per_execution,
+                                               input_shape=data[0].shape[1:], classes=classes))
         results.append(result)
         if result["error"]:
             print(f"{device} failed: {result['error']}", file=sys.stderr)
@@ -685,6 +744,8 @@ def main(argv=None):
                      "limit": args.limit, "test_limit": args.test_limit, "threads": threads, "seed": args.seed,
                      "precision": args.precision, "steps_per_execution": args.steps_per_execution,
                      "train_images": len(data[0]), "test_images": len(data[2]),
+                     "data": data_name, "image_shape": list(data[0].shape[1:]), "classes": classes,
+                     "class_names": class_names,
                      "sweep_batch_sizes": [] if args.no_sweep else args.batch_sizes,
                      "sweep_threads": args.sweep_threads or [threads],
                      "sweep_images": len(sweep_data[0]), "sweep_epochs": 2,

@@ -687,11 +687,13 @@ def load(path, device=None):
     return model
 
 
-def reference_cnn(seed=None):
+def reference_cnn(seed=None, input_shape=(1, 28, 28), classes=10):
     """The reference CNN of the study (DESIGN.md section 3), uncompiled:
     Conv(32, 3x3 same, ReLU) -> MaxPool 2 -> Conv(64, 3x3 same, ReLU) -> MaxPool 2 ->
-    Flatten -> Dense(128, ReLU) -> Dense(10) logits, for (1, 28, 28) images."""
+    Flatten -> Dense(128, ReLU) -> Dense(classes) logits, for (1, 28, 28) images by
+    default; the same architecture for other (C, H, W) images and class counts (the
+    study on your own folders: `python -m gpuaccel.bench --data DIR`)."""
     return Sequential([L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPool2D(2),
                        L.Conv2D(64, 3, padding="same", activation="relu"), L.MaxPool2D(2),
-                       L.Flatten(), L.Dense(128, activation="relu"), L.Dense(10)],
-                      input_shape=(1, 28, 28), name="reference_cnn", seed=seed)
+                       L.Flatten(), L.Dense(128, activation="relu"), L.Dense(classes)],
+                      input_shape=tuple(input_shape), name="reference_cnn", seed=seed)

@@ -483,3 +483,41 @@ def test_info_reads_the_nvcc_version(tmp_path):
     nvcc.chmod(0o755)
     assert info_mod._nvcc_version(str(nvcc)) == "12.4"
     assert info_mod._nvcc_version(None) is None
+
+
+def _colour_folder(root, classes=("cat", "dog", "fox"), per_class=12, size=(20, 26)):
+    """A small folder of colour PNG files, one sub-folder per class, each class its own hue."""
+    Image = pytest.importorskip("PIL.Image", reason="pip install pillow (make deps)")
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(0, 60, (*size, 3), dtype=np.uint8)
+            img[..., k] += 150
+            Image.fromarray(img).save(root / name / f"{i}.png")
+    return root
+
+
+def test_bench_on_a_folder_of_your_images(tmp_path, capsys):
+    """--data DIR --image-size 16: the reference CNN built for (3, 16, 16) and 3 classes trains
+    on the folder on the CPU, the held-out split is the test set, and the report says so."""
+    folder = _colour_folder(tmp_path / "photos")
+    rc = bench.main(["--device", "cpu", "--data", str(folder), "--image-size", "16", "--epochs", "1",
+                     "--no-sweep", "--no-plots", "--out", str(tmp_path / "out"), "--quiet"])
+    assert rc == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    s = report["settings"]
+    assert s["image_shape"] == [3, 16, 16] and s["classes"] == 3 and s["class_names"] == ["cat", "dog", "fox"]
+    assert s["train_images"] + s["test_images"] == 36 and s["test_images"] > 0
+    assert report["devices"][0]["error"] is None
+    assert str(folder) in (tmp_path / "out" / "report.md").read_text().splitlines()[0]
+
+
+def test_bench_data_errors_are_clean(tmp_path, capsys):
+    assert bench.main(["--device", "cpu", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path),
+                       "--quiet"]) == 2
+    assert "cannot load" in capsys.readouterr().err
+    for argv in (["--image-size", "0"], ["--image-size", "3x"], ["--validation-split", "1.5"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(argv)
+    assert bench.parse_args(["--image-size", "48x64"]).image_size == (48, 64)

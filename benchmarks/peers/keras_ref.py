@@ -66,8 +66,9 @@ def set_threads(threads):
     return tf.config.threading.get_intra_op_parallelism_threads()
 
 
-def build_model(seed=0):
-    """The reference CNN (channels-last input), Glorot-uniform kernels, zero biases, compiled."""
+def build_model(seed=0, input_shape=(1, 28, 28), classes=10):
+    """The reference CNN (channels-last input) for (C, H, W) images and `classes` classes,
+    Glorot-uniform kernels, zero biases, compiled."""
     _import_tf()
     import keras
     from keras import layers
@@ -75,10 +76,10 @@ def build_model(seed=0):
     keras.utils.set_random_seed(seed)
     init = dict(kernel_initializer="glorot_uniform", bias_initializer="zeros")
     model = keras.Sequential([
-        keras.Input((28, 28, 1)),
+        keras.Input((input_shape[1], input_shape[2], input_shape[0])),
         layers.Conv2D(32, 3, padding="same", activation="relu", **init), layers.MaxPooling2D(2),
         layers.Conv2D(64, 3, padding="same", activation="relu", **init), layers.MaxPooling2D(2),
-        layers.Flatten(), layers.Dense(128, activation="relu", **init), layers.Dense(10, **init),
+        layers.Flatten(), layers.Dense(128, activation="relu", **init), layers.Dense(classes, **init),
     ], name="reference_cnn")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3, epsilon=1e-7),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -123,18 +124,19 @@ def train(x, y, xt, yt, epochs=1, batch_size=128, seed=0, threads=None, verbose=
     """Train a fresh reference CNN; return {'history': key -> per-epoch list (the keys of
     gpuaccel's History), 'threads', 'versions', 'config'}.
 
-    x, xt: float32 (N, 1, 28, 28) in [0, 1] (channels-first, as gpuaccel); y, yt: labels 0..9."""
+    x, xt: float32 (N, C, H, W) in [0, 1] (channels-first, as gpuaccel; Fashion-MNIST's
+    (N, 1, 28, 28) or a folder of your images); y, yt: labels 0..classes-1."""
     threads_in_force = set_threads(threads)
     x = np.asarray(x, dtype=np.float32)
     xt = np.asarray(xt, dtype=np.float32)
-    if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
-        raise ValueError(f"x must be (N, 1, 28, 28), got {x.shape}")
+    if x.ndim != 4 or xt.shape[1:] != x.shape[1:]:
+        raise ValueError(f"x and xt must be (N, C, H, W) of one image shape, got {x.shape} and {xt.shape}")
     # Channels-first -> channels-last, once, outside the timings.
     x_cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     xt_cl = np.ascontiguousarray(xt.transpose(0, 2, 3, 1))
     y = np.asarray(y, dtype=np.int64)
     yt = np.asarray(yt, dtype=np.int64)
-    model = build_model(seed)
+    model = build_model(seed, x.shape[1:], int(max(y.max(), yt.max())) + 1)
     n = x_cl.shape[0]
     timer = _timer_callback()
     hist = model.fit(x_cl, y, epochs=epochs, batch_size=batch_size, shuffle=True,

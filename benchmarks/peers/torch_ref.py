@@ -48,16 +48,18 @@ def set_threads(threads):
     return torch.get_num_threads()
 
 
-def build_model(seed=0):
-    """The reference CNN with Glorot-uniform weights and zero biases, seeded."""
+def build_model(seed=0, input_shape=(1, 28, 28), classes=10):
+    """The reference CNN for (C, H, W) images and `classes` classes, Glorot-uniform
+    weights and zero biases, seeded."""
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
     model = nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(input_shape[0], 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+        nn.Flatten(), nn.Linear(64 * (input_shape[1] // 4) * (input_shape[2] // 4), 128),
+        nn.ReLU(), nn.Linear(128, classes))
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight)
@@ -96,7 +98,7 @@ def train(x, y, xt, yt, epochs=1, batch_size=128, seed=0, threads=None, verbose=
     """Train a fresh reference CNN; return {'history': key -> per-epoch list (the keys of
     gpuaccel's History), 'threads', 'versions', 'config'}.
 
-    x, xt: float32 (N, 1, 28, 28) in [0, 1]; y, yt: integer labels 0..9."""
+    x, xt: float32 (N, C, H, W) in [0, 1]; y, yt: integer labels 0..classes-1."""
     import torch
     import torch.nn.functional as F
 
@@ -105,9 +107,9 @@ def train(x, y, xt, yt, epochs=1, batch_size=128, seed=0, threads=None, verbose=
     y = torch.from_numpy(np.asarray(y, dtype=np.int64))
     xt = torch.from_numpy(np.ascontiguousarray(xt, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(yt, dtype=np.int64))
-    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"x must be (N, 1, 28, 28), got {tuple(x.shape)}")
-    model = build_model(seed)
+    if x.ndim != 4 or tuple(xt.shape[1:]) != tuple(x.shape[1:]):
+        raise ValueError(f"x and xt must be (N, C, H, W) of one image shape, got {tuple(x.shape)} and {tuple(xt.shape)}")
+    model = build_model(seed, tuple(x.shape[1:]), int(max(y.max(), yt.max())) + 1)
     opt, opt_name = make_optimizer(model)
     model.train()
     n = x.shape[0]
