@@ -244,6 +244,10 @@ def test_other_cpu_load_sees_another_process_not_this_one():
 
     if bench.cpu_snapshot() is None:
         pytest.skip("no /proc/stat here")
+    # what the rest of the machine does anyway (CI or other sessions may share it)
+    snap = bench.cpu_snapshot()
+    time.sleep(0.6)
+    background = bench.other_cpu_load(snap)
     snap = bench.cpu_snapshot()
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < 0.6:  # this process busy: must not count
@@ -258,7 +262,8 @@ def test_other_cpu_load_sees_another_process_not_this_one():
     finally:
         spinner.kill()
         spinner.wait()
-    assert mine < 0.6, mine
+    # counting this process would add a whole core to what the others use while it sleeps
+    assert mine < background + 0.6, (mine, background)
     assert other > 0.5, other
 
 
