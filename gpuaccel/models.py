@@ -20,7 +20,9 @@ FORMAT = "gpuaccel-model-1"
 
 
 def _as_images(x, input_shape=None):
-    """x as float32 (N, C, H, W); (N, H, W) gains a channel axis."""
+    """x as float32 (N, C, H, W), or uint8 as it is (a folder's images: a memory map of
+    the loader's cache is read a batch at a time, never copied whole as floats);
+    (N, H, W) gains a channel axis."""
     if isinstance(x, _C.Tensor):
         x = x.numpy()
     x = np.asarray(x)
@@ -32,6 +34,11 @@ def _as_images(x, input_shape=None):
         raise ValueError(f"x must have shape (N, C, H, W) or (N, H, W), got {x.shape}")
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
         raise ValueError(f"x has samples of shape {tuple(x.shape[1:])}, the model expects {tuple(input_shape)}")
+    return x if x.dtype == np.uint8 else np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _floats(x):
+    """Images as the contiguous float32 the C network reads (uint8 values kept: 0..255)."""
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
@@ -49,7 +56,7 @@ def _as_labels(y, n, classes):
 
 
 def _check_finite(x, what):
-    if not np.isfinite(x).all():
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise ValueError(f"{what} contains NaN or Inf")
 
 
@@ -67,7 +74,7 @@ _DATA_TRAIN, _DATA_EVAL = 0, 1
 
 def _gather(x, y, idx):
     """The rows `idx`: new contiguous float32 images and int32 labels."""
-    return x[idx], y[idx]
+    return _floats(x[idx]), y[idx]
 
 
 def _tensor_images(x, input_shape, device, what="x"):
@@ -296,8 +303,11 @@ class Sequential:
         if n == 0:
             raise ValueError("cannot fit on an empty data set")
         y = _as_labels(y.numpy() if isinstance(y, _C.Tensor) else y, n, net.classes)
-        resident = (isinstance(x, _C.Tensor) or device_data is True
-                    or (device_data == "auto" and _fits_on_device(self.device, x.size * 4)))
+        # uint8 images stay on the host on the CPU (converted a call's chunk at a time)
+        resident = (isinstance(x, _C.Tensor)
+                    or (not (x.dtype == np.uint8 and self.device == "cpu")
+                        and (device_data is True
+                             or (device_data == "auto" and _fits_on_device(self.device, x.size * 4)))))
         val = None
         if validation_data is not None:
             xv, yv = validation_data[:2]
@@ -326,11 +336,11 @@ class Sequential:
         loss = 0.0
         try:
             if resident:
-                net.set_data(_DATA_TRAIN, x, y)
+                net.set_data(_DATA_TRAIN, x if isinstance(x, _C.Tensor) else _floats(x), y)
             val_bound = (val is not None and (device_data is not False or isinstance(val[0], _C.Tensor))
                          and self._in_one_call(val[0]))
             if val_bound:
-                net.set_data(_DATA_EVAL, *val)
+                net.set_data(_DATA_EVAL, val[0] if isinstance(val[0], _C.Tensor) else _floats(val[0]), val[1])
             for epoch in range(initial_epoch, epochs):
                 for cb in cb_list:
                     cb.on_epoch_begin(epoch)
@@ -406,7 +416,7 @@ class Sequential:
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         for i in range(0, x.shape[0], batch_size):
-            yield i, x[i:i + batch_size]
+            yield i, _floats(x[i:i + batch_size])
 
     def _inputs(self, x, finite=True):
         """x as checked images: a Tensor on the model's device, or float32 (N, C, H, W)
@@ -422,8 +432,13 @@ class Sequential:
 
     def _in_one_call(self, x):
         """True when evaluate / predict can hand all of x to the device in one call
-        (always on the CPU, where nothing is copied)."""
-        return isinstance(x, _C.Tensor) or _fits_on_device(self.device, int(np.prod(x.shape)) * 4)
+        (always on the CPU, where nothing is copied, unless x is uint8: then it goes a
+        batch at a time as floats)."""
+        if isinstance(x, _C.Tensor):
+            return True
+        if x.dtype == np.uint8 and self.device == "cpu":
+            return False
+        return _fits_on_device(self.device, int(np.prod(x.shape)) * 4)
 
     def evaluate(self, x, y, batch_size=256, verbose=0):
         """Returns (loss, accuracy) in inference mode (dropout off), in one C call per
@@ -435,7 +450,7 @@ class Sequential:
         if n == 0:
             raise ValueError("cannot evaluate on an empty data set")
         y = _as_labels(y.numpy() if isinstance(y, _C.Tensor) else y, n, net.classes)
-        out = net.infer(x, y, batch_size) if self._in_one_call(x) else None
+        out = net.infer(x if isinstance(x, _C.Tensor) else _floats(x), y, batch_size) if self._in_one_call(x) else None
         if out is None:
             loss_sum, correct = 0.0, 0
             for i, xb in self._batches(x, batch_size):
@@ -455,7 +470,8 @@ class Sequential:
         x, net = self._inputs(x, finite=False)
         if x.shape[0] == 0:
             return np.zeros((0, net.classes), np.float32)
-        out = net.infer(x, None, batch_size) if self._in_one_call(x) else None
+        out = (net.infer(x if isinstance(x, _C.Tensor) else _floats(x), None, batch_size)
+               if self._in_one_call(x) else None)
         if out is None:
             out = np.concatenate([net.predict(xb) for _, xb in self._batches(x, batch_size)])
         return out

@@ -97,17 +97,23 @@ def test_reference_cnn_for_other_shapes_and_classes():
     assert np.isfinite(m._net.train_step(x, y)[0])
 
 
-def test_fit_takes_uint8_images():
-    """uint8 images (what the folder loader returns) go into fit / evaluate / predict as
-    their values; a Rescaling layer or a division by 255 puts them into [0, 1]."""
+def test_fit_takes_uint8_images(tmp_path):
+    """uint8 images (what the folder loader returns, often a memory map of its cache) go
+    into fit / evaluate / predict as their values, the same run as their float32 copy; a
+    Rescaling layer or a division by 255 puts them into [0, 1]."""
     x, y = toy(16, (3, 12, 12))
     x8 = (x * 255).astype(np.uint8)
+    mapped = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.uint8, shape=x8.shape)
+    mapped[:] = x8
+    mapped.flush()
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
     runs = []
-    for images in (x8, x8.astype(np.float32)):
+    for images in (x8.astype(np.float32), x8, mapped):
         m = ga.Sequential([Flatten(), Dense(4)], input_shape=(3, 12, 12), seed=0)
         m.compile(optimizer=ga.optimizers.SGD(1e-4))
         h = m.fit(images, y, epochs=1, batch_size=8, verbose=0, seed=0)
         runs.append((h.history["loss"], m.predict(images), m.evaluate(images, y)))
-    assert runs[0][0] == runs[1][0]
-    np.testing.assert_array_equal(runs[0][1], runs[1][1])
-    assert runs[0][2] == runs[1][2]
+    for other in runs[1:]:
+        assert other[0] == runs[0][0]
+        np.testing.assert_array_equal(other[1], runs[0][1])
+        assert other[2] == runs[0][2]
