@@ -147,13 +147,20 @@ def decode_image(path, image_size, color_mode="rgb", interpolation="bilinear", c
                 need = (math.ceil(width * dw / (r - l)), math.ceil(height * dh / (b - t)))
             else:
                 need = (dw, dh)
+            # decode at 1/2, 1/4 or 1/8 scale only down to twice the target size (Pillow's
+            # thumbnail(reducing_gap=2) rule): the DCT scaling alone filters worse than
+            # the resize that follows, and with this margin the result stays close.
+            need = (2 * need[0], 2 * need[1])
             if width >= 2 * need[0] and height >= 2 * need[1]:
                 img.draft(img.mode, need)
         img = ImageOps.exif_transpose(img)
         img = _to_mode(Image, img, mode)
-        box = _crop_box(img.width, img.height, th, tw) if crop_to_aspect_ratio else None
-        if img.size != (tw, th) or (box is not None and box != (0, 0, img.width, img.height)):
-            img = img.resize((tw, th), _resample(Image, interpolation), box=box)
+        if crop_to_aspect_ratio:
+            box = _crop_box(img.width, img.height, th, tw)
+            if box != (0, 0, img.width, img.height):
+                img = img.crop(box)  # cut first: resize(box=) would filter in pixels from outside
+        if img.size != (tw, th):
+            img = img.resize((tw, th), _resample(Image, interpolation))
         a = np.asarray(img)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
@@ -295,7 +302,11 @@ def _cache_dir(root, cache):
     if cache is False:
         return None
     if cache is not True:
-        return os.path.abspath(os.fspath(cache))
+        chosen = os.path.abspath(os.fspath(cache))
+        if not _writable_dir(chosen):
+            warnings.warn(f"cache folder {chosen} is not writable; decoding without a cache", stacklevel=3)
+            return None
+        return chosen
     inside = os.path.join(root, CACHE_DIRNAME)
     if _writable_dir(inside):
         return inside
