@@ -429,6 +429,7 @@ class _Progress:
 
         self.bar = ProgressBar(verbose=1, stream=stream) if verbose else None
         self.fmt, self.total, self.t0, self.last = _fmt_time, total, time.perf_counter(), -math.inf
+        self.width = 0  # longest line drawn: shorter ones are padded so nothing is left over
 
     def _text(self, done, final):
         width = 30
@@ -439,7 +440,9 @@ class _Progress:
             tail = f"{self.fmt(elapsed)} {done / max(elapsed, 1e-9):.0f} images/s"
         else:
             tail = f"ETA: {self.fmt(elapsed / max(done, 1) * (self.total - done))}"
-        return f"Decoding {done}/{self.total} [{bar}] - {tail}"
+        text = f"Decoding {done}/{self.total} [{bar}] - {tail}"
+        self.width = max(self.width, len(text))
+        return text.ljust(self.width)
 
     def update(self, done):
         if self.bar is None or done >= self.total:
