@@ -242,6 +242,16 @@ def test_read_only_folder_caches_under_gpuaccel_cache(folder, tmp_path):
         os.chmod(folder, 0o755)
 
 
+def test_unwritable_folder_falls_back_to_the_user_cache(folder, tmp_path, monkeypatch):
+    real = image_folder._writable_dir
+    monkeypatch.setattr(image_folder, "_writable_dir",
+                        lambda d: False if d.endswith(image_folder.CACHE_DIRNAME) else real(d))
+    r = load(folder, image_size=(8, 8), verbose=0)
+    assert r.cache_file.startswith(str(tmp_path / "user-cache" / "images"))
+    assert not os.path.exists(os.path.join(folder, ".gpuaccel-cache"))
+    assert load(folder, image_size=(8, 8), verbose=0).from_cache
+
+
 def test_interrupted_decode_leaves_no_valid_cache(folder, monkeypatch):
     real, calls = image_folder.decode_image, []
 
