@@ -571,6 +571,12 @@ def image_dataset_from_directory(path, image_size=(256, 256), color_mode="rgb", 
         extra = f" ({ignored} non-image file(s) ignored)" if ignored else ""
         print(f"Found {n} files belonging to {len(names)} classes{extra}.", flush=True)
 
+    if subset is not None:
+        n_val = int(validation_split * n)
+        if n_val == 0 or n_val == n:
+            raise ValueError(f"validation_split={validation_split} of {n} files leaves the "
+                             f"{'validation' if n_val == 0 else 'training'} subset empty")
+
     cache_dir = _cache_dir(root, cache)
     stats = _stat_list(root, rel)
     workers = int(workers) if workers is not None else _default_workers(stats)
@@ -607,12 +613,12 @@ def image_dataset_from_directory(path, image_size=(256, 256), color_mode="rgb", 
                 try:
                     npy = _commit_cache(cache_dir, key, tmp, images, manifest)
                     tmp = None
-                    del images
-                    images = np.load(npy, mmap_mode="r", allow_pickle=False)
                 except OSError as e:
                     warnings.warn(f"cannot write the image cache in {cache_dir} ({e}); result not cached",
                                   stacklevel=2)
-                    images = np.array(images)
+                    images = np.array(images)  # off the (soon deleted) temporary file
+                else:
+                    images = np.load(npy, mmap_mode="r", allow_pickle=False)  # read-only from now on
         finally:
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
@@ -635,10 +641,6 @@ def image_dataset_from_directory(path, image_size=(256, 256), color_mode="rgb", 
         if len(result.labels) == 0:
             raise ValueError(f"no image in {root!r} could be decoded ({len(failed)} skipped)")
         return result
-    n_val = int(validation_split * n)
-    if n_val == 0 or n_val == n:
-        raise ValueError(f"validation_split={validation_split} of {n} files leaves the "
-                         f"{'validation' if n_val == 0 else 'training'} subset empty")
     perm = np.random.default_rng(seed).permutation(n)
     train, val = np.sort(perm[:n - n_val]), np.sort(perm[n - n_val:])
     if verbose:

@@ -252,6 +252,24 @@ def test_unwritable_folder_falls_back_to_the_user_cache(folder, tmp_path, monkey
     assert load(folder, image_size=(8, 8), verbose=0).from_cache
 
 
+def test_cache_write_failures_warn_and_still_return_the_images(folder, monkeypatch):
+    expect = load(folder, image_size=(8, 8), cache=False, verbose=0).images
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(image_folder, "_new_cache_array", full_disk)
+    with pytest.warns(UserWarning, match="decoding into memory"):
+        r = load(folder, image_size=(8, 8), verbose=0)
+    np.testing.assert_array_equal(r.images, expect)
+    monkeypatch.undo()
+    monkeypatch.setattr(image_folder, "_commit_cache", full_disk)
+    with pytest.warns(UserWarning, match="not cached"):
+        r = load(folder, image_size=(8, 8), verbose=0)
+    np.testing.assert_array_equal(r.images, expect)
+    assert os.listdir(os.path.join(folder, ".gpuaccel-cache")) == []  # the .part file is gone
+
+
 def test_interrupted_decode_leaves_no_valid_cache(folder, monkeypatch):
     real, calls = image_folder.decode_image, []
 
