@@ -258,11 +258,12 @@ def test_cache_write_failures_warn_and_still_return_the_images(folder, monkeypat
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device")
 
+    real = image_folder._new_cache_array
     monkeypatch.setattr(image_folder, "_new_cache_array", full_disk)
     with pytest.warns(UserWarning, match="decoding into memory"):
         r = load(folder, image_size=(8, 8), verbose=0)
     np.testing.assert_array_equal(r.images, expect)
-    monkeypatch.undo()
+    monkeypatch.setattr(image_folder, "_new_cache_array", real)
     monkeypatch.setattr(image_folder, "_commit_cache", full_disk)
     with pytest.warns(UserWarning, match="not cached"):
         r = load(folder, image_size=(8, 8), verbose=0)
