@@ -268,8 +268,9 @@ def _check_args(image_size, color_mode, validation_split, subset, seed, class_na
 
 # Below this mean file size, decoding stays in one thread: for tiny images (28x28 PNGs,
 # ~0.4 KiB) the per-file Python work holds the GIL most of the time, and a second thread
-# only adds contention (measured 9.4k images/s with one thread, 5.8k with two); 256x256
-# JPEGs (~18 KiB) decode 1.8x faster in two threads. benchmarks/decode_images.py.
+# only adds contention (9.4k images/s with one thread, 5.8k with two; never faster with
+# two in three runs); 256x256 JPEGs (~18 KiB) decoded 1.8x faster in two threads on the
+# quietest run. benchmarks/decode_images.py.
 SMALL_FILE_BYTES = 4096
 
 
