@@ -17,7 +17,7 @@ data:
 
 deps: data
 	@command -v c++ >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq g++)
-	$(PIP) install -q --upgrade "pip>=23" "setuptools>=77" wheel "numpy>=2.0" "pytest>=7" "hypothesis>=6" matplotlib nbclient nbformat ipykernel pytest-benchmark
+	$(PIP) install -q --upgrade "pip>=23" "setuptools>=77" wheel "numpy>=2.0" pillow "pytest>=7" "hypothesis>=6" matplotlib nbclient nbformat ipykernel pytest-benchmark
 
 install: deps
 	$(PIP) install -q --no-build-isolation -e .

@@ -1,5 +1,10 @@
 """Datasets, Keras style: ``(x_train, y_train), (x_test, y_test) = fashion_mnist.load_data()``.
 
+Your own images: ``x, y = image_dataset_from_directory(path, image_size=(h, w))`` (one
+sub-folder per class; see gpuaccel/image_folder.py), and the other way round
+``write_image_folder(x, y, path)``, ``fashion_mnist.to_image_folder(path)``,
+``digits_to_image_folder(path)`` (scikit-learn's digits, when it is installed).
+
 Fashion-MNIST is looked for, in this order:
 
 1. the ``path`` argument of ``load_data`` (a folder; if given, it must hold the files),
@@ -29,7 +34,11 @@ import zlib
 
 import numpy as np
 
-__all__ = ["fashion_mnist", "load_idx", "classes", "DEBIAN_DIR"]
+from .image_folder import (ImageDecodeError, ImageFolder, image_dataset_from_directory,  # noqa: F401
+                           safe_folder_name, write_image_folder)
+
+__all__ = ["fashion_mnist", "load_idx", "classes", "DEBIAN_DIR", "image_dataset_from_directory",
+           "write_image_folder", "ImageFolder", "ImageDecodeError", "digits_to_image_folder"]
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"
@@ -254,8 +263,49 @@ class _FashionMNIST:
         test = self._load_pair(f["x_test"], f["y_test"])
         return train, test
 
+    @property
+    def folder_names(self):
+        """The class names as folder names ('T-shirt/top' -> 'T-shirt_top'), in label order."""
+        return [safe_folder_name(c) for c in self.classes]
+
+    def to_image_folder(self, path, split="train", limit=None, format="png", exist_ok=False, data_path=None):
+        """Write Fashion-MNIST as image files: ``path/<class>/<index>.png``, 28x28 grey.
+
+        ``split``: 'train' or 'test'; ``limit``: only the first ``limit`` images (None: all);
+        ``data_path``: as ``load_data(path=...)`` (where the IDX files are). The class folders
+        are ``folder_names`` ('T-shirt_top', 'Trouser', ...), which do not sort in label order:
+        load with ``image_dataset_from_directory(path, (28, 28), 'grayscale',
+        class_names=fashion_mnist.folder_names)`` to get the original labels back.
+        Returns ``path``.
+        """
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+            raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+        train, test = self.load_data(data_path)
+        x, y = train if split == "train" else test
+        if limit is not None:
+            x, y = x[:limit], y[:limit]
+        write_image_folder(x, y, path, class_names=self.classes, format=format, exist_ok=exist_ok)
+        return os.fspath(path)
+
     def __repr__(self):
-        return "<gpuaccel.datasets.fashion_mnist: load_data(path=None), classes>"
+        return "<gpuaccel.datasets.fashion_mnist: load_data(path=None), classes, to_image_folder(path)>"
+
+
+def digits_to_image_folder(path, format="png", exist_ok=False):
+    """Write scikit-learn's bundled digits (1,797 8x8 grey images, classes '0'..'9') as an
+    image folder, scaled from 0..16 to 0..255. Needs scikit-learn, which gpuaccel does not
+    depend on: ImportError when it is missing. Nothing is downloaded. Returns ``path``."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise ImportError(f"digits_to_image_folder needs scikit-learn ({e}): pip install scikit-learn") from None
+    d = load_digits()
+    x = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    write_image_folder(x, d.target.astype(np.int64), path, class_names=[str(i) for i in range(10)],
+                       format=format, exist_ok=exist_ok)
+    return os.fspath(path)
 
 
 fashion_mnist = _FashionMNIST()
