@@ -251,11 +251,13 @@ def rng_uniform(seed, n):
 
 
 def dropout_mask(shape, rate, seed=0):
-    """mask[i] = (u_i >= rate) / (1 - rate), i the C-order flat index. Returned in float64;
-    the comparison is done against float32(rate), which is what the C kernel sees."""
+    """mask[i] = (u_i >= rate) / (1 - rate), i the C-order flat index. Returned in float64,
+    with rate = float32(rate), which is what the C kernel sees (at rate 0.99 the float32
+    rate alone moves 1 / (1 - rate) by 1e-6 relative)."""
     n = int(np.prod(shape))
     u = rng_uniform(seed, n)
-    keep = u >= float(np.float32(rate))
+    rate = float(np.float32(rate))
+    keep = u >= rate
     return (keep / (1.0 - rate)).reshape(shape), u.reshape(shape)
 
 
