@@ -12,7 +12,13 @@ block trains only when it and the block are trainable.
 Activations (`activation=` of Conv2D, Dense and Residual, and the Activation
 layer) are the names in gpuaccel.ops.ACTIVATIONS (from C): 'linear' (or None),
 'relu', 'leaky_relu', 'elu', 'tanh', 'sigmoid', 'gelu' (tanh form) and 'silu'
-(alias 'swish'); softmax is part of the loss."""
+(alias 'swish'); softmax is part of the loss.
+
+Preprocessing: Rescaling (always on) and the Keras 3 augmentation layers RandomFlip,
+RandomTranslation, RandomZoom and RandomRotation (training only, one affine kernel in C on
+the model's device, the same draws on every device for the same model and layer seeds;
+they must come before every layer with weights: ARCHITECTURE.md, "Augmentation on the
+device")."""
 
 import math
 
