@@ -12,8 +12,17 @@ block trains only when it and the block are trainable.
 Activations (`activation=` of Conv2D, Dense and Residual, and the Activation
 layer) are the names in gpuaccel.ops.ACTIVATIONS (from C): 'linear' (or None),
 'relu', 'leaky_relu', 'elu', 'tanh', 'sigmoid', 'gelu' (tanh form) and 'silu'
-(alias 'swish'); softmax is part of the loss."""
+(alias 'swish'); softmax is part of the loss.
 
+Preprocessing: Rescaling (always on) and the Keras 3 augmentation layers RandomFlip,
+RandomTranslation, RandomZoom and RandomRotation (training only, one affine kernel in C on
+the model's device, the same draws on every device for the same model and layer seeds;
+they must come before every layer with weights: ARCHITECTURE.md, "Augmentation on the
+device")."""
+
+import math
+
+from . import ops
 from .ops import activation_name
 
 
@@ -302,6 +311,138 @@ class GlobalMaxPooling2D(Layer):
 GlobalMaxPool2D = GlobalMaxPooling2D
 
 
+class Rescaling(Layer):
+    """y = x * scale + offset, in training and inference alike (as Keras); may sit anywhere
+    (its gradient is g * scale)."""
+
+    def __init__(self, scale, offset=0.0, name=None):
+        super().__init__(name)
+        try:
+            self.scale, self.offset = float(scale), float(offset)
+        except (TypeError, ValueError):
+            raise ValueError(f"scale and offset must be numbers, got {scale!r}, {offset!r}") from None
+        if not (math.isfinite(self.scale) and math.isfinite(self.offset)):
+            raise ValueError(f"scale and offset must be finite, got {scale!r}, {offset!r}")
+
+    def get_config(self):
+        return dict(super().get_config(), scale=self.scale, offset=self.offset)
+
+    def _spec(self):
+        return {"kind": "rescaling", "scale": self.scale, "offset": self.offset}
+
+
+def _seed(seed):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be None or an int, got {seed!r}")
+    return seed
+
+
+class _RandomImageLayer(Layer):
+    """Random augmentation: active in training only (predict and evaluate see the input
+    itself: the layer is a view of it, no copy), in C on the model's device (one affine
+    kernel for the four layers, core/augment.h), drawing per image from the counter-based
+    stream that dropout uses: the CPU and a GPU draw the same transforms, a recorded CUDA
+    graph draws new ones at each replay. The draws depend on the model's seed
+    (Sequential(seed=...)) and the layer's `seed` together (None: the layer's place in the
+    model), so the same model seed and layer seed give the same run.
+
+    Placement: before every layer with weights (and outside Residual blocks), e.g. first
+    or after Rescaling; anything else is refused when the model is built. Input: images
+    (C, H, W), any number of channels, any size."""
+
+    def __init__(self, seed=None, name=None, fill_mode="reflect", interpolation="bilinear", fill_value=0.0):
+        super().__init__(name)
+        self.seed = _seed(seed)
+        self.fill_mode = ops.augment_mode(fill_mode, "fill_mode", ops.FILL_MODES)
+        self.interpolation = ops.augment_mode(interpolation, "interpolation", ops.INTERPOLATIONS)
+        try:
+            self.fill_value = float(fill_value)
+        except (TypeError, ValueError):
+            raise ValueError(f"fill_value must be a number, got {fill_value!r}") from None
+        if not math.isfinite(self.fill_value):
+            raise ValueError(f"fill_value must be finite, got {fill_value!r}")
+
+    def get_config(self):
+        return dict(super().get_config(), fill_mode=self.fill_mode, interpolation=self.interpolation,
+                    seed=self.seed, fill_value=self.fill_value)
+
+    def _common_spec(self):
+        return {"fill_mode": self.fill_mode, "interpolation": self.interpolation, "fill_value": self.fill_value,
+                "seed": None if self.seed is None else self.seed % 2**63}
+
+
+class RandomFlip(_RandomImageLayer):
+    """Flips each image left-right ('horizontal'), upside down ('vertical') or each of the
+    two independently ('horizontal_and_vertical'), each with probability 1/2, in training."""
+
+    def __init__(self, mode="horizontal_and_vertical", seed=None, name=None):
+        super().__init__(seed, name)
+        self.mode = ops.augment_mode(mode, "mode", tuple(ops.FLIP_MODES))
+
+    def get_config(self):
+        return {"name": self.name, "mode": self.mode, "seed": self.seed}
+
+    def _spec(self):
+        return {"kind": "random_flip", "mode": self.mode, "seed": None if self.seed is None else self.seed % 2**63}
+
+
+class RandomTranslation(_RandomImageLayer):
+    """Shifts each image by a random fraction of its height and width in training (Keras:
+    a factor f is the range [-f, f], a pair (lower, upper), fractions in [-1, 1]; positive
+    moves the content down / right). fill_mode 'reflect' | 'wrap' | 'constant' | 'nearest',
+    interpolation 'bilinear' | 'nearest'."""
+
+    def __init__(self, height_factor, width_factor, fill_mode="reflect", interpolation="bilinear", seed=None,
+                 fill_value=0.0, name=None):
+        super().__init__(seed, name, fill_mode, interpolation, fill_value)
+        self._h = ops.factor_range(height_factor, "height_factor", -1.0, 1.0)
+        self._w = ops.factor_range(width_factor, "width_factor", -1.0, 1.0)
+        self.height_factor, self.width_factor = height_factor, width_factor
+
+    def get_config(self):
+        return dict(super().get_config(), height_factor=self.height_factor, width_factor=self.width_factor)
+
+    def _spec(self):
+        return {"kind": "random_translation", "height_factor": self._h, "width_factor": self._w,
+                **self._common_spec()}
+
+
+class RandomZoom(_RandomImageLayer):
+    """Zooms each image about its centre by 1 + z in training, z drawn from height_factor
+    (Keras: a factor f is [-f, f], a pair (lower, upper), z >= -1; positive zooms out,
+    negative zooms in); width_factor None keeps the aspect ratio (one z for both axes)."""
+
+    def __init__(self, height_factor, width_factor=None, fill_mode="reflect", interpolation="bilinear", seed=None,
+                 fill_value=0.0, name=None):
+        super().__init__(seed, name, fill_mode, interpolation, fill_value)
+        self._h = ops.factor_range(height_factor, "height_factor", -1.0)
+        self._w = None if width_factor is None else ops.factor_range(width_factor, "width_factor", -1.0)
+        self.height_factor, self.width_factor = height_factor, width_factor
+
+    def get_config(self):
+        return dict(super().get_config(), height_factor=self.height_factor, width_factor=self.width_factor)
+
+    def _spec(self):
+        return {"kind": "random_zoom", "height_factor": self._h, "width_factor": self._w, **self._common_spec()}
+
+
+class RandomRotation(_RandomImageLayer):
+    """Rotates each image about its centre by 2 pi r in training, r drawn from factor (Keras:
+    a fraction of a full turn; f is [-f, f], a pair (lower, upper); positive is
+    counter-clockwise)."""
+
+    def __init__(self, factor, fill_mode="reflect", interpolation="bilinear", seed=None, fill_value=0.0, name=None):
+        super().__init__(seed, name, fill_mode, interpolation, fill_value)
+        self._r = ops.factor_range(factor, "factor")
+        self.factor = factor
+
+    def get_config(self):
+        return dict(super().get_config(), factor=self.factor)
+
+    def _spec(self):
+        return {"kind": "random_rotation", "factor": self._r, **self._common_spec()}
+
+
 class _ResBegin:
     """Opening bracket of a Residual block in the C layer table."""
 
@@ -416,4 +557,5 @@ class Residual(Layer):
 
 LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AveragePooling2D, Flatten, Dense, Dropout, Activation, ReLU,
                                         LeakyReLU, ELU, BatchNormalization, GlobalAveragePooling2D,
-                                        GlobalMaxPooling2D, Residual)}
+                                        GlobalMaxPooling2D, Residual, Rescaling, RandomFlip, RandomTranslation,
+                                        RandomZoom, RandomRotation)}

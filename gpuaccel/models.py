@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import time
 import weakref
@@ -150,7 +151,15 @@ class Sequential:
             raise ValueError("the model has no layers")
         old = (self._net.get_params(), self._net.get_state()) if self._net is not None else None
         donated = [(k, src._layer_weights(self.layers[k])) for k, src in donors] if old is None else []
-        net = _C.Net([entry._spec() for entry, _, _ in self._entries()], self.input_shape, self.device, self.seed)
+        entries = self._entries()
+        try:
+            net = _C.Net([entry._spec() for entry, _, _ in entries], self.input_shape, self.device, self.seed)
+        except ValueError as e:
+            m = re.match(r"layer (\d+) \(\w+\) comes after layer (\d+)", str(e))
+            if m:  # the placement rule of random augmentation: name the two layers
+                raise ValueError(f"{entries[int(m.group(1))][0].name!r} after {entries[int(m.group(2))][0].name!r}: "
+                                 f"{e}") from None
+            raise
         if old is not None:
             net.set_params(old[0])
             net.set_state(old[1])

@@ -304,3 +304,75 @@ def adam_step(w, g, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7, weight_d
     dev = _device_of(device, w, g, m, v)
     return _C.op_adam_step(w, g, m, v, _int(t, "t"), float(lr), float(beta1), float(beta2), float(eps),
                            float(weight_decay), dev)
+
+
+# ---- augmentation (core/augment.h) ----------------------------------------------
+
+#: RandomFlip's modes (their values are the flip bits: 1 horizontal, 2 vertical).
+FLIP_MODES = {"horizontal": 1, "vertical": 2, "horizontal_and_vertical": 3}
+#: Fill modes and interpolations, in the order of the C enums (core/augment.h).
+FILL_MODES = ("reflect", "wrap", "constant", "nearest")
+INTERPOLATIONS = ("bilinear", "nearest")
+
+
+def factor_range(factor, name, low=None, high=None):
+    """A Keras factor as (lower, upper): a number f is (-|f|, |f|), a pair is (lower, upper)
+    with lower <= upper; both finite and inside [low, high] where given (ValueError)."""
+    if isinstance(factor, (tuple, list)):
+        if len(factor) != 2:
+            raise ValueError(f"{name} must be a number or a pair (lower, upper), got {factor!r}")
+        lo, hi = factor
+    else:
+        lo = hi = factor
+    try:
+        lo, hi = float(lo), float(hi)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or a pair of numbers, got {factor!r}") from None
+    if not isinstance(factor, (tuple, list)):
+        lo, hi = -abs(lo), abs(hi)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+        raise ValueError(f"{name} must be finite with lower <= upper, got {factor!r}")
+    if (low is not None and lo < low) or (high is not None and hi > high):
+        raise ValueError(f"{name} must lie in [{low}, {high}], got {factor!r}")
+    return lo, hi
+
+
+def augment_mode(value, name, names):
+    if value not in names:
+        raise ValueError(f"{name} must be one of {list(names)}, got {value!r}")
+    return value
+
+
+def random_affine(x, flip=None, height_translation=0.0, width_translation=0.0, height_zoom=0.0, width_zoom=None,
+                  rotation=0.0, fill_mode="reflect", interpolation="bilinear", fill_value=0.0, seed=0, draw=0,
+                  device=None):
+    """x (N, C, H, W) resampled through one random affine map per image (all channels alike),
+    the kernel of the RandomFlip / RandomTranslation / RandomZoom / RandomRotation layers.
+
+    flip: None or a RandomFlip mode; the other transforms take Keras factors (a number f is
+    the range [-f, f], a pair is (lower, upper)): translations as fractions of the height /
+    width, zooms z (zoom factor 1 + z: positive zooms out; width_zoom None keeps the aspect),
+    rotation as a fraction of a full turn (positive: counter-clockwise). The map applies to
+    the image the flip, then the translation, the zoom and the rotation, sampled once.
+    fill_mode: 'reflect', 'wrap', 'constant' (fill_value) or 'nearest'; interpolation:
+    'bilinear' or 'nearest'. Image i draws ga_rng_uniform(hash(seed, draw), 8 i + j): the
+    same batch on every device; a network's layer runs it with its own stream and the
+    network's draw counter (csrc/net/layers/augment.c)."""
+    flip_bits = 0 if flip is None else FLIP_MODES[augment_mode(flip, "flip", tuple(FLIP_MODES))]
+    th = factor_range(height_translation, "height_translation", -1.0, 1.0)
+    tw = factor_range(width_translation, "width_translation", -1.0, 1.0)
+    zh = factor_range(height_zoom, "height_zoom", -1.0)
+    zw = zh if width_zoom is None else factor_range(width_zoom, "width_zoom", -1.0)
+    rot = factor_range(rotation, "rotation")
+    fill = FILL_MODES.index(augment_mode(fill_mode, "fill_mode", FILL_MODES))
+    interp = INTERPOLATIONS.index(augment_mode(interpolation, "interpolation", INTERPOLATIONS))
+    if not np.isfinite(float(fill_value)):
+        raise ValueError(f"fill_value must be finite, got {fill_value!r}")
+    return _C.op_random_affine(x, flip_bits, th, tw, zh, zw, width_zoom is None, rot, fill, interp, float(fill_value),
+                               _int(seed, "seed") & (2**64 - 1), _int(draw, "draw") & (2**64 - 1),
+                               _device_of(device, x))
+
+
+def rescale(x, scale, offset=0.0, device=None):
+    """y = x * scale + offset (one rounding, fmaf: the Rescaling layer's kernel)."""
+    return _C.op_rescale(x, float(scale), float(offset), _device_of(device, x))

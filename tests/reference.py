@@ -313,3 +313,97 @@ def numerical_grads(f, arrays, eps=1e-6):
             gflat[i] = (fp - fm) / (2 * eps)
         grads.append(g)
     return grads
+
+
+# ----------------------------------------------------------------------------
+# augmentation: the transform of csrc/core/augment.h and its sampling, in float64
+# ----------------------------------------------------------------------------
+
+AUG_DRAWS = 8
+AUG_FILL_MODES = ("reflect", "wrap", "constant", "nearest")
+
+
+def _aug_compose(a, b):
+    a3 = np.array([a[:3], a[3:], [0.0, 0.0, 1.0]])
+    b3 = np.array([b[:3], b[3:], [0.0, 0.0, 1.0]])
+    r = a3 @ b3
+    return np.concatenate([r[0], r[1]])
+
+
+def augment_matrix(stream, i, h, w, flip=0, translate_h=(0.0, 0.0), translate_w=(0.0, 0.0), zoom_h=(0.0, 0.0),
+                   zoom_w=None, rotate=(0.0, 0.0)):
+    """The inverse map (output pixel -> input point) of image i, as float32 (6,): the C
+    code computes it in double from float32 range ends and rounds once. flip: bits 1
+    horizontal, 2 vertical; zoom_w None keeps the aspect."""
+    u = [rng_uniform_int(stream, i * AUG_DRAWS + j) for j in range(7)]
+
+    def lerp(r, uj):
+        lo, hi = float(np.float32(r[0])), float(np.float32(r[1]))
+        return lo + (hi - lo) * uj
+
+    wm, hm = float(w - 1), float(h - 1)
+    ang = lerp(rotate, u[6]) * 2.0 * np.pi
+    c, s = np.cos(ang), np.sin(ang)
+    rot = [c, -s, (wm - (c * wm - s * hm)) / 2.0, s, c, (hm - (s * wm + c * hm)) / 2.0]
+    zy = 1.0 + lerp(zoom_h, u[4])
+    zx = zy if zoom_w is None else 1.0 + lerp(zoom_w, u[5])
+    zoom = [zx, 0.0, wm / 2.0 * (1.0 - zx), 0.0, zy, hm / 2.0 * (1.0 - zy)]
+    dx, dy = lerp(translate_w, u[3]) * w, lerp(translate_h, u[2]) * h
+    shift = [1.0, 0.0, -dx, 0.0, 1.0, -dy]
+    fh = bool(flip & 1) and u[0] < 0.5
+    fv = bool(flip & 2) and u[1] < 0.5
+    fl = [-1.0 if fh else 1.0, 0.0, wm if fh else 0.0, 0.0, -1.0 if fv else 1.0, hm if fv else 0.0]
+    return _aug_compose(fl, _aug_compose(shift, _aug_compose(zoom, rot))).astype(np.float32)
+
+
+def _aug_fix(i, n, mode):
+    """Indices after the fill mode (Keras 3 on integer indices); -1 marks the fill value."""
+    i = np.asarray(i, np.int64)
+    inside = (i >= 0) & (i < n)
+    if mode == "constant":
+        return np.where(inside, i, -1)
+    if mode == "nearest":
+        return np.clip(i, 0, n - 1)
+    if mode == "wrap":
+        return np.mod(i, n)
+    k = np.mod(i, 2 * n)  # reflect: (d c b a | a b c d | d c b a)
+    return np.where(k < n, k, 2 * n - 1 - k)
+
+
+def augment_affine(x, stream, fill_mode="reflect", interpolation="bilinear", fill_value=0.0, **transform):
+    """(y float64, ambiguous (n, h, w) bool): x (n, c, h, w) resampled through each image's
+    map. ambiguous marks nearest-interpolated pixels whose point lies within 1e-3 of a
+    rounding tie, where float32 and float64 coordinates may pick different pixels."""
+    x = np.asarray(x, np.float64)
+    n, c, h, w = x.shape
+    y = np.empty_like(x)
+    amb = np.zeros((n, h, w), bool)
+    oy, ox = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    for i in range(n):
+        m = augment_matrix(stream, i, h, w, **transform).astype(np.float64)
+        px = m[0] * ox + m[1] * oy + m[2]
+        py = m[3] * ox + m[4] * oy + m[5]
+        planes = np.concatenate([x[i].reshape(c, h * w), np.full((c, 1), fill_value)], axis=1)  # index -1: fill
+
+        def tap(ix, iy):
+            fx, fy = _aug_fix(ix, w, fill_mode), _aug_fix(iy, h, fill_mode)
+            off = np.where((fx < 0) | (fy < 0), h * w, fy * w + fx)
+            return planes[:, off]
+
+        if interpolation == "nearest":
+            y[i] = tap(np.rint(px).astype(np.int64), np.rint(py).astype(np.int64))
+            amb[i] = (np.abs(np.abs(px - np.floor(px)) - 0.5) < 1e-3) | (np.abs(np.abs(py - np.floor(py)) - 0.5) < 1e-3)
+        else:
+            x0, y0 = np.floor(px), np.floor(py)
+            wx, wy = px - x0, py - y0
+            x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+            y[i] = ((1 - wx) * (1 - wy) * tap(x0, y0) + wx * (1 - wy) * tap(x0 + 1, y0)
+                    + (1 - wx) * wy * tap(x0, y0 + 1) + wx * wy * tap(x0 + 1, y0 + 1))
+    return y, amb
+
+
+def augment_layer_stream(model_seed, layer_seed, index):
+    """The stream of a random augmentation layer (csrc/net/layers/augment.c): the model's
+    seed mixed with the layer's seed (None: its index in the C layer table)."""
+    key = (1 << 63) | index if layer_seed is None else layer_seed % 2**63
+    return rng_hash_int((model_seed ^ 0xA06E47A11) & _M64, key)

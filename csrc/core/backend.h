@@ -18,9 +18,10 @@
 #include <stdint.h>
 
 #include "act.h"
+#include "augment.h"
 #include "status.h"
 
-#define GA_BACKEND_ABI 9
+#define GA_BACKEND_ABI 10
 
 /* Kernel variants, selectable for tests and benchmarks. */
 enum {

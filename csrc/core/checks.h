@@ -23,5 +23,10 @@ ga_status ga_check_act(const char *op, ga_act act);
 /* A fused activation + max pool: the activation must be monotone and its
  * derivative a function of its output (not gelu, silu). */
 ga_status ga_check_act_poolable(const char *op, ga_act act);
+/* An augment_affine call: x (n, c, h, w) with n >= 0, c, h, w >= 1, h and w
+ * below 2^24 (exact as floats), a's flip bits, fill mode and interpolation
+ * known, every range finite with lo <= hi, translations in [-1, 1], zooms
+ * >= -1, a finite fill value. */
+ga_status ga_check_augment(const char *op, const ga_augment *a, int64_t n, int64_t c, int64_t h, int64_t w);
 
 #endif

@@ -1,6 +1,7 @@
 /* Elementwise kernels and small reductions on the CPU. Shapes in core/backend.h. */
 #include "cpu/kernels_cpu.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "core/rng.h"
@@ -37,6 +38,14 @@ static void act_grad_span(float *dx, const float *t, const float *dy, int64_t n,
     dx[i] = ga_act_grad(K, alpha, t[i], dy[i])
     switch (act.kind) { GA_ACT_LIST(GA_ACT_CASE) }
 #undef LOOP
+}
+
+/* y[i] = fmaf(x[i], scale, offset), serial (vfmadd in the FMA clones, libm's fmaf in the baseline one) */
+GA_SIMD_CLONES
+static void scale_span(float *y, const float *x, int64_t n, float scale, float offset)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = fmaf(x[i], scale, offset);
 }
 
 /* Spans of this many elements per task in the flat elementwise kernels. */
@@ -133,6 +142,23 @@ ga_status ga_mul_cpu(float *y, const float *a, const float *b, int64_t n)
     GA_PARALLEL_FOR(n)
     for (int64_t i = 0; i < n; i++)
         y[i] = a[i] * b[i];
+    return GA_OK;
+}
+
+/* y (n) = x scale + offset (one rounding: fmaf, as on the GPU) */
+ga_status ga_scale_shift_cpu(float *y, const float *x, int64_t n, float scale, float offset)
+{
+    CHECK_PTR(y, n, "y");
+    CHECK_PTR(x, n, "x");
+    if (!(isfinite(scale) && isfinite(offset)))
+        return ga_fail(GA_ERR_VALUE, "scale_shift: scale and offset must be finite, got %g, %g", (double)scale,
+                       (double)offset);
+    const int64_t spans = (n + SPAN - 1) / SPAN;
+    GA_PARALLEL_FOR(n)
+    for (int64_t sp = 0; sp < spans; sp++) {
+        const int64_t i0 = sp * SPAN, len = n - i0 < SPAN ? n - i0 : SPAN;
+        scale_span(y + i0, x + i0, len, scale, offset);
+    }
     return GA_OK;
 }
 

@@ -15,7 +15,8 @@
 
 extern const ga_layer_ops ga_conv2d_layer, ga_maxpool2d_layer, ga_flatten_layer, ga_dense_layer, ga_dropout_layer,
     ga_activation_layer, ga_batchnorm_layer, ga_global_avgpool_layer, ga_res_begin_layer, ga_res_end_layer,
-    ga_avgpool2d_layer, ga_global_maxpool_layer;
+    ga_avgpool2d_layer, ga_global_maxpool_layer, ga_rescaling_layer, ga_random_flip_layer,
+    ga_random_translation_layer, ga_random_zoom_layer, ga_random_rotation_layer;
 
 const ga_layer_ops *const ga_layer_table[GA_LAYER_KINDS] = {
     [GA_LAYER_CONV2D] = &ga_conv2d_layer,
@@ -30,6 +31,11 @@ const ga_layer_ops *const ga_layer_table[GA_LAYER_KINDS] = {
     [GA_LAYER_RES_END] = &ga_res_end_layer,
     [GA_LAYER_AVGPOOL2D] = &ga_avgpool2d_layer,
     [GA_LAYER_GLOBAL_MAXPOOL] = &ga_global_maxpool_layer,
+    [GA_LAYER_RESCALING] = &ga_rescaling_layer,
+    [GA_LAYER_RANDOM_FLIP] = &ga_random_flip_layer,
+    [GA_LAYER_RANDOM_TRANSLATION] = &ga_random_translation_layer,
+    [GA_LAYER_RANDOM_ZOOM] = &ga_random_zoom_layer,
+    [GA_LAYER_RANDOM_ROTATION] = &ga_random_rotation_layer,
 };
 
 const char *ga_layer_kind_name(int kind)

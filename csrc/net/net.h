@@ -24,6 +24,11 @@ typedef enum {
     GA_LAYER_RES_END,        /* residual block: y = act(branch + skip (or 1x1 projection of it)) */
     GA_LAYER_AVGPOOL2D,      /* window means, the MaxPool2D geometry */
     GA_LAYER_GLOBAL_MAXPOOL, /* (C, H, W) -> (C, 1, 1) maxima, argmax kept */
+    GA_LAYER_RESCALING,      /* y = x scale + offset, always on (layers/augment.c) */
+    GA_LAYER_RANDOM_FLIP,    /* random augmentation, training only, before any layer with weights: */
+    GA_LAYER_RANDOM_TRANSLATION, /*   one affine kernel (core/augment.h) for the four of them */
+    GA_LAYER_RANDOM_ZOOM,
+    GA_LAYER_RANDOM_ROTATION,
     GA_LAYER_KINDS
 } ga_layer_kind;
 
@@ -57,6 +62,18 @@ typedef struct {
     float momentum, eps;          /* batch norm (Keras: 0.99, 1e-3) */
     int projection;               /* residual end: GA_PROJ_* (AUTO: iff shapes differ);
                                      stride 0 = inferred, use_bias for the projection */
+    float scale, offset;          /* rescaling */
+    /* random augmentation (Keras's arguments; layers/augment.c turns them into l->aug):
+     * flip: "mode" as GA_AUG_FLIP_* bits; translation and zoom: height_factor and
+     * width_factor as [lo, hi] (factor_w_set = 0: width_factor None); rotation:
+     * "factor" in factor_h */
+    int flip_mode;
+    float factor_h[2], factor_w[2];
+    int factor_w_set;
+    int fill_mode, interpolation; /* GA_FILL_*, GA_INTERP_* */
+    float fill_value;
+    int64_t seed;                 /* the layer's seed= (seeded = 0: None) */
+    int seeded;
 } ga_layer_spec;
 
 /* One named array of a layer's weights or state, as get_weights() shows it:
@@ -96,6 +113,8 @@ typedef struct {
                                      GA_CONV_AUTO before the first forward measured it) */
     int fused_pool;               /* conv: runs with the max pool after it as one kernel
                                      (its own output is never stored; y is NULL) */
+    ga_augment aug;               /* random augmentation: the kernel's parameters */
+    uint64_t aug_seed;            /* random augmentation: the layer's stream (model seed, layer seed) */
     int nslots;                   /* its weights and state, in get_weights() order */
     ga_slot slots[GA_MAX_SLOTS];
 } ga_layer;

@@ -141,6 +141,90 @@ static const char *conv_kernel_name(int variant)
     return "?";
 }
 
+/* d[key] as the index of its name in names (count of them); absent: dflt. */
+static int parse_name(PyObject *d, const char *key, const char *const *names, int count, int dflt, int *out,
+                      Py_ssize_t i)
+{
+    *out = dflt;
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v)
+        return 0;
+    const char *name = PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : NULL;
+    if (!name) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_TypeError, "layer %zd: '%s' must be a string", i, key);
+        return -1;
+    }
+    for (int j = 0; j < count; j++)
+        if (strcmp(name, names[j]) == 0) {
+            *out = j;
+            return 0;
+        }
+    PyErr_Format(PyExc_ValueError, "layer %zd: unknown %s '%s'", i, key, name);
+    return -1;
+}
+
+/* d[key] as a pair of floats [lo, hi]; absent or None: *set = 0 and r untouched. */
+static int parse_pair(PyObject *d, const char *key, float r[2], int *set, Py_ssize_t i)
+{
+    *set = 0;
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v || v == Py_None)
+        return 0;
+    PyObject *seq = PySequence_Fast(v, "");
+    if (!seq || PySequence_Fast_GET_SIZE(seq) != 2) {
+        Py_XDECREF(seq);
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "layer %zd: '%s' must be a pair of floats (lower, upper)", i, key);
+        return -1;
+    }
+    for (int j = 0; j < 2; j++) {
+        r[j] = (float)PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, j));
+        if (PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    *set = 1;
+    return 0;
+}
+
+static const char *const flip_names[GA_AUG_FLIP_MODES] = GA_AUG_FLIP_NAMES;
+static const char *const fill_names[GA_FILL_MODES] = GA_FILL_NAMES;
+static const char *const interp_names[GA_INTERPS] = GA_INTERP_NAMES;
+
+/* The preprocessing layers' keys (Rescaling, the random augmentation layers). */
+static int parse_augment(PyObject *d, ga_layer_spec *sp, Py_ssize_t i)
+{
+    PyObject *v;
+    struct { const char *key; float *dst; float dflt; } floats[] = {
+        {"scale", &sp->scale, 1.0f}, {"offset", &sp->offset, 0.0f}, {"fill_value", &sp->fill_value, 0.0f},
+    };
+    for (size_t j = 0; j < sizeof floats / sizeof floats[0]; j++) {
+        *floats[j].dst = floats[j].dflt;
+        if (!(v = PyDict_GetItemString(d, floats[j].key)))
+            continue;
+        *floats[j].dst = (float)PyFloat_AsDouble(v);
+        if (PyErr_Occurred())
+            return -1;
+    }
+    int set;
+    if (parse_name(d, "mode", flip_names, GA_AUG_FLIP_MODES, GA_AUG_FLIP_H | GA_AUG_FLIP_V, &sp->flip_mode, i) < 0 ||
+        parse_name(d, "fill_mode", fill_names, GA_FILL_MODES, GA_FILL_REFLECT, &sp->fill_mode, i) < 0 ||
+        parse_name(d, "interpolation", interp_names, GA_INTERPS, GA_INTERP_BILINEAR, &sp->interpolation, i) < 0 ||
+        parse_pair(d, "height_factor", sp->factor_h, &set, i) < 0 || parse_pair(d, "factor", sp->factor_h, &set, i) < 0 ||
+        parse_pair(d, "width_factor", sp->factor_w, &sp->factor_w_set, i) < 0)
+        return -1;
+    if ((v = PyDict_GetItemString(d, "seed")) && v != Py_None) {
+        sp->seed = PyLong_AsLongLong(v);
+        if (sp->seed == -1 && PyErr_Occurred())
+            return -1;
+        sp->seeded = 1;
+    }
+    return 0;
+}
+
 /* Read one layer description (a dict) into `sp`. */
 static int parse_spec(PyObject *d, ga_layer_spec *sp, Py_ssize_t i)
 {
@@ -205,7 +289,7 @@ static int parse_spec(PyObject *d, ga_layer_spec *sp, Py_ssize_t i)
         else if ((sp->projection = PyObject_IsTrue(v)) < 0)
             return -1;
     }
-    return 0;
+    return parse_augment(d, sp, i);
 }
 
 static void net_dealloc(GaNet *self)

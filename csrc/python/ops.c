@@ -8,6 +8,8 @@
 
 #include <string.h>
 
+#include "core/rng.h"
+
 typedef struct {
     PyObject *keep;      /* owned: the contiguous ndarray or the Tensor */
     GaTensor *dev_copy;  /* owned: device copy of an ndarray for a GPU op */
@@ -814,6 +816,53 @@ static PyObject *op_dropout(PyObject *self, PyObject *args)
     return call_end(&k, 1);
 }
 
+/* ---------------------------------------------------------------- augmentation */
+
+/* random_affine(x, flip, (th), (tw), (zh), (zw), keep_aspect, (rot), fill_mode,
+ * interpolation, fill_value, seed, draw, device): the kernel with stream
+ * hash(seed, draw), what a network's layer runs at draw counter `draw`. */
+static PyObject *op_random_affine(PyObject *self, PyObject *args)
+{
+    PyObject *xo;
+    ga_augment a = {0};
+    int keep;
+    unsigned long long seed, draw;
+    const char *device;
+    op_call k;
+    if (!PyArg_ParseTuple(args, "Oi(ff)(ff)(ff)(ff)p(ff)iifKKs:random_affine", &xo, &a.flip, &a.translate_h[0],
+                          &a.translate_h[1], &a.translate_w[0], &a.translate_w[1], &a.zoom_h[0], &a.zoom_h[1],
+                          &a.zoom_w[0], &a.zoom_w[1], &keep, &a.rotate[0], &a.rotate[1], &a.fill_mode,
+                          &a.interpolation, &a.fill_value, &seed, &draw, &device))
+        return NULL;
+    a.zoom_keep_aspect = keep;
+    if (call_begin(&k, device) < 0)
+        return NULL;
+    const op_in *x;
+    float *y;
+    if (!(x = call_in(&k, xo, "x", 4)) || call_out(&k, &y, 4, x->shape) < 0)
+        FAIL;
+    RUN(&k, BE->augment_affine(y, x->ptr, x->shape[0], x->shape[1], x->shape[2], x->shape[3], &a,
+                               ga_rng_hash((uint64_t)seed, (uint64_t)draw), NULL, 0));
+    return call_end(&k, 1);
+}
+
+/* rescale(x, scale, offset, device): y = x scale + offset */
+static PyObject *op_rescale(PyObject *self, PyObject *args)
+{
+    PyObject *xo;
+    float scale, offset;
+    const char *device;
+    op_call k;
+    if (!PyArg_ParseTuple(args, "Offs:rescale", &xo, &scale, &offset, &device) || call_begin(&k, device) < 0)
+        return NULL;
+    const op_in *x;
+    float *y;
+    if (!(x = call_in(&k, xo, "x", -1)) || call_out(&k, &y, x->ndim, x->shape) < 0)
+        FAIL;
+    RUN(&k, BE->scale_shift(y, x->ptr, x->size, scale, offset));
+    return call_end(&k, 1);
+}
+
 /* ---------------------------------------------------------------- dense */
 
 static PyObject *op_dense(PyObject *self, PyObject *args)
@@ -990,6 +1039,8 @@ PyMethodDef ga_ops_methods[] = {
     {"op_activation_backward", op_activation_backward, METH_VARARGS, NULL},
     {"op_add", op_add, METH_VARARGS, NULL},
     {"op_dropout", op_dropout, METH_VARARGS, NULL},
+    {"op_random_affine", op_random_affine, METH_VARARGS, NULL},
+    {"op_rescale", op_rescale, METH_VARARGS, NULL},
     {"op_dense", op_dense, METH_VARARGS, NULL},
     {"op_dense_backward", op_dense_backward, METH_VARARGS, NULL},
     {"op_softmax_cross_entropy", op_softmax_xent, METH_VARARGS, NULL},
