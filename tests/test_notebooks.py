@@ -1,4 +1,4 @@
-"""Execute the four study notebooks top to bottom with nbclient, at small sizes.
+"""Execute the study notebooks top to bottom with nbclient, at small sizes.
 
 GPUACCEL_NB_SMALL=1 makes each notebook's parameter cell pick sizes that run in seconds
 on two CPU cores. The committed notebooks keep the outputs of a real run at larger sizes;
@@ -18,8 +18,9 @@ pytest.importorskip("matplotlib", reason="pip install matplotlib (make deps)")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ["01_cpu_baseline", "02_gpu_training", "03_cpu_vs_gpu", "04_kernels", "05_transfer_learning"]
-NEEDS_DATA = {"01_cpu_baseline", "02_gpu_training", "03_cpu_vs_gpu", "05_transfer_learning"}
+NAMES = ["01_cpu_baseline", "02_gpu_training", "03_cpu_vs_gpu", "04_kernels", "05_transfer_learning",
+         "06_your_images"]
+NEEDS_DATA = {"01_cpu_baseline", "02_gpu_training", "03_cpu_vs_gpu", "05_transfer_learning", "06_your_images"}
 HAVE_DATA = all(os.path.isfile(os.path.join(datasets.DEBIAN_DIR, f + ".gz"))
                 for f in datasets.fashion_mnist.files.values()) or bool(os.environ.get("GPUACCEL_DATA"))
 
@@ -69,6 +70,15 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     if name == "03_cpu_vs_gpu":
         images = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
         assert len(images) == 5
+    if name == "06_your_images":
+        text = "".join(outputs_text(c) for c in code)
+        # the folder was written, loaded (then again from the cache), trained on, fine-tuned
+        assert "10 classes" in text and "second load" in text and "(the cache: .gpuaccel-cache" in text
+        assert "| cpu |" in text and "pretrained, fine-tuned" in text
+        if "cuda" in text.split("Devices:")[1].splitlines()[0]:
+            assert "| cuda |" in text and "speed-up" in text
+        images = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
+        assert len(images) == 3
 
 
 @pytest.mark.parametrize("name", NAMES)
