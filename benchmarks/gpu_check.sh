@@ -11,8 +11,10 @@
 #              small ResNet's time to 93% test accuracy (benchmarks/gpu_features.py)
 #   6 bench    python -m gpuaccel.bench --device cpu,cuda --epochs 2
 #   7 conv     im2col vs implicit GEMM per conv layer (benchmarks/conv_kernels.py --device cuda)
-#   8 memcheck a short training under compute-sanitizer (memcheck), if found
-#   9 racecheck the GEMM/conv/pool kernels under compute-sanitizer racecheck
+#   8 colour   the tutorial CNN on a folder of RGB PNGs at 64x64, augmentation on and off
+#              (benchmarks/colour_training.py; needs Pillow)
+#   9 memcheck a short training under compute-sanitizer (memcheck), if found
+#  10 racecheck the GEMM/conv/pool/augmentation kernels under compute-sanitizer racecheck
 # Logs go to ${OUT:-gpu-check-out}; a summary table is printed last. The whole run
 # stays under GPU_CHECK_BUDGET seconds (default 450): a step never gets more than
 # what is left (measurements before the sanitizers). Dataset: carry the Fashion-MNIST files in .data/ (ignored by git).
@@ -84,6 +86,7 @@ step features 130 $PY benchmarks/gpu_features.py --device cuda --batches 128,512
     --resnet-target 0.93 --json "$OUT/features.json"
 step bench 90 $PY -m gpuaccel.bench --device cpu,cuda --epochs 2 --out "$OUT/bench"
 step conv 45 $PY benchmarks/conv_kernels.py --device cuda --batch-size 128,512
+step colour 40 $PY benchmarks/colour_training.py --device cuda --images 3000 --repeat 1
 
 # A short training (4 steps) and single ops, small enough for the sanitizer.
 cat >"$OUT/sanitize_train.py" <<'EOF'
@@ -131,6 +134,10 @@ ga.ops.max_pool2d_backward(x, np.ones_like(p), size=3, stride=2, device="cuda")
 logits = rng.standard_normal((70, 10), dtype=np.float32); labels = rng.integers(0, 10, 70).astype(np.int32)
 ga.ops.softmax_cross_entropy(logits, labels, device="cuda")
 ga.ops.dropout(x, 0.3, seed=1, device="cuda")
+for fill in ("reflect", "wrap", "constant", "nearest"):  # the augmentation kernel, every fill mode
+    ga.ops.random_affine(x, flip="horizontal_and_vertical", height_translation=0.2, width_translation=0.3,
+                         height_zoom=0.2, rotation=0.1, fill_mode=fill, seed=2, device="cuda")
+ga.ops.rescale(x, 1 / 255, 0.5, device="cuda")
 print("ok")
 EOF
 if [ -n "$SAN" ]; then
