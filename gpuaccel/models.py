@@ -115,6 +115,10 @@ class Sequential:
         self.device = "cpu"
         self.stop_training = False
         self._net = None
+        # id(layer) -> the built model it came from, held until this one is built: the
+        # layers' weights must survive that model being dropped in between (Keras keeps
+        # weights in the layer objects; here they live in the source model's C network)
+        self._donor_models = {}
         for layer in layers or []:
             self.add(layer)
 
@@ -130,6 +134,10 @@ class Sequential:
             raise TypeError(f"expected a gpuaccel.layers.Layer, got {type(layer).__name__}")
         if self._net is not None:
             raise RuntimeError("layers cannot be added after the model is built")
+        ref = getattr(layer, "_model", None)
+        src = ref() if ref is not None else None
+        if src is not None and src is not self and src._net is not None:
+            self._donor_models[id(layer)] = src
         self.layers.append(layer)
 
     def build(self, input_shape=None):
@@ -174,6 +182,7 @@ class Sequential:
                                  f"model: {e}") from None
         for layer in self.layers:
             layer._model = weakref.ref(self)
+        self._donor_models = {}
         if self.optimizer is not None:
             self._net.set_optimizer(*self.optimizer._args())
         if self.precision != "fp32":
@@ -188,6 +197,7 @@ class Sequential:
         for k, layer in enumerate(self.layers):
             ref = getattr(layer, "_model", None)
             src = ref() if ref is not None else None
+            src = src if src is not None else self._donor_models.get(id(layer))
             if src is not None and src is not self and src._net is not None and any(l is layer for l in src.layers):
                 out.append((k, src))
         return out

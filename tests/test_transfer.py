@@ -259,3 +259,20 @@ def test_set_weights_from_keras_layout(rng):
     ref = y.mean(axis=(1, 2)) @ k_dense + b_dense
     out = model.predict(f32(x_nhwc.transpose(0, 3, 1, 2)))
     assert_close(out, ref, absref=np.abs(ref) + 1.0, rtol=1e-4)
+
+
+def test_layers_keep_their_weights_when_their_model_is_dropped():
+    """Sequential(base.layers + [head]) built after `base` went away (a helper function that
+    returns the new model, compiled outside): the backbone's weights still come along."""
+    def with_new_head():
+        base = A.resnet8(include_top=False, weights="fmnist-0to4", input_shape=(3, 32, 32))
+        base.trainable = False
+        return ga.Sequential(base.layers + [Dense(4)], input_shape=(3, 32, 32), seed=0), base.get_weights()
+
+    model, expected = with_new_head()
+    import gc
+    gc.collect()
+    model.compile(optimizer="adam")
+    for a, b in zip(model.get_weights(), expected):
+        np.testing.assert_array_equal(a, b)
+    assert model._net.ntrainable == 32 * 4 + 4
