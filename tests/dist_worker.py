@@ -12,6 +12,7 @@ MODE
   stall     rank 1 sleeps past the timeout before its first collective: rank 0 must raise
             RuntimeError (timed out) from fit.
   kill      rank 1 SIGKILLs itself during training: rank 0 must not hang.
+  raise     rank 1 raises from a callback during training: the job must end with an error.
 Each mode writes OUTDIR/MODE-RANK.json with what happened (the test reads them)."""
 import json
 import os
@@ -114,21 +115,27 @@ def stall():
         raise  # the process must exit nonzero
 
 
-class Suicide(cbks.Callback):
+class Fail(cbks.Callback):
+    def __init__(self, how):
+        self.how = how
+
     def on_batch_end(self, batch, logs=None):
         if ga.distributed.rank() == 1 and batch == 3:
-            os.kill(os.getpid(), signal.SIGKILL)
+            if self.how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("rank 1 fails on purpose")
 
 
-def kill():
+def fail(how):
     x, y = data(64 * 400)
     m = model()
-    write("kill", {"started": time.time()})
-    m.fit(x, y, batch_size=64, epochs=5, verbose=0, callbacks=[Suicide()])
-    write("kill", {"finished": True})
+    write(how, {"started": time.time()})
+    m.fit(x, y, batch_size=64, epochs=5, verbose=0, callbacks=[Fail(how)])
+    write(how, {"finished": True})
 
 
 if __name__ == "__main__":
     ga.set_num_threads(1)
     ga.distributed.init()
-    {"equal": equal, "mismatch": mismatch, "stall": stall, "kill": kill}[MODE]()
+    {"equal": equal, "mismatch": mismatch, "stall": stall, "kill": lambda: fail("kill"),
+     "raise": lambda: fail("raise")}[MODE]()

@@ -38,12 +38,20 @@ def _skip_reason():
     return ""
 
 
-pytestmark = pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or "ok")
+needs_mpi = pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or "ok")
 
 
-def mpirun(mode, out, device="cpu", np_=2, env=None, limit=HARD_LIMIT_S):
+def _open_mpi_major():
+    try:
+        text = subprocess.run(["mpirun", "--version"], capture_output=True, text=True, timeout=30).stdout
+        return int(text.split("Open MPI)")[1].split(".")[0]) if "Open MPI)" in text else 0
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return 0
+
+
+def mpirun(mode, out, device="cpu", np_=2, env=None, limit=HARD_LIMIT_S, extra=()):
     """Runs the worker on np_ ranks; (returncode, seconds, output). Killed after `limit` s."""
-    cmd = ["mpirun", "-np", str(np_), "--oversubscribe", "--bind-to", "none"]
+    cmd = ["mpirun", "-np", str(np_), "--oversubscribe", "--bind-to", "none", *extra]
     if os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
     cmd += [sys.executable, WORKER, mode, str(out), device]
@@ -75,6 +83,7 @@ def _device_or_skip(device):
     return "cpu"
 
 
+@needs_mpi
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_two_ranks_match_one_process(tmp_path, device):
     dev = _device_or_skip(device)
@@ -100,6 +109,7 @@ def test_two_ranks_match_one_process(tmp_path, device):
     np.testing.assert_array_equal(np.array(r0["predict"]), np.array(r0["ref_predict"]))
 
 
+@needs_mpi
 def test_mismatched_batch_size_is_refused(tmp_path):
     rc, _, text = mpirun("mismatch", tmp_path)
     assert rc == 0, text[-3000:]
@@ -109,6 +119,7 @@ def test_mismatched_batch_size_is_refused(tmp_path):
         assert "batch size" in res["message"] and "disagree" in res["message"], res["message"]
 
 
+@needs_mpi
 def test_stalled_rank_times_out(tmp_path):
     rc, seconds, text = mpirun("stall", tmp_path, env={"GPUACCEL_DIST_TIMEOUT": "3", "STALL_S": "40"})
     assert rc != 0, text[-3000:]
@@ -118,8 +129,93 @@ def test_stalled_rank_times_out(tmp_path):
     assert seconds < 60, (seconds, text[-3000:])
 
 
-def test_killed_rank_fails_the_other_within_60_s(tmp_path):
-    rc, seconds, text = mpirun("kill", tmp_path, env={"GPUACCEL_DIST_TIMEOUT": "10"}, limit=90)
+@needs_mpi
+@pytest.mark.parametrize("how", ["kill", "raise"])
+def test_failed_rank_fails_the_other_within_60_s(tmp_path, how):
+    """Rank 1 is SIGKILLed, or raises, mid-training: the job ends with an error within 60 s."""
+    rc, seconds, text = mpirun(how, tmp_path, env={"GPUACCEL_DIST_TIMEOUT": "10"}, limit=90)
     assert rc != 0, text[-3000:]
     assert seconds < 60, (seconds, text[-3000:])
-    assert not load(tmp_path, "kill", 0).get("finished"), "rank 0 finished training without its peer"
+    assert not load(tmp_path, how, 0).get("finished"), "rank 0 finished training without its peer"
+    if how == "raise":
+        assert "rank 1 fails on purpose" in text
+
+
+# ---- without mpirun: the hook in the network and the lazy import ----
+
+def test_import_gpuaccel_does_not_load_mpi():
+    code = ("import sys, gpuaccel as ga; assert 'gpuaccel._mpi' not in sys.modules; "
+            "assert not ga.distributed.is_initialized() and ga.distributed.rank() == 0 "
+            "and ga.distributed.world_size() == 1; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def _small_net():
+    import gpuaccel as ga
+    from gpuaccel import layers as L
+
+    m = ga.Sequential([L.Flatten(), L.Dense(7, activation="relu"), L.Dense(3)], input_shape=(1, 4, 4), seed=2)
+    m.compile(ga.optimizers.SGD(0.5))
+    m.build()
+    return m._net
+
+
+def test_grad_batch_divides_the_loss():
+    """A step whose loss is divided by 2n moves plain SGD's weights half as far as one divided by n."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 1, 4, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 6).astype(np.int32)
+    moves = []
+    for div in (0, 12):
+        net = _small_net()
+        p0 = net.get_params()
+        net.set_grad_batch(div)
+        net.train_step(x, y)
+        moves.append(net.get_params().astype(np.float64) - p0)
+    np.testing.assert_allclose(moves[1], moves[0] / 2, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError):
+        _small_net().set_grad_batch(-1)
+
+
+def test_set_reducer_checks_its_argument():
+    net = _small_net()
+    with pytest.raises(TypeError):
+        net.set_reducer(object())
+    net.set_reducer(None)  # no reducer: fine
+
+
+@needs_mpi
+def test_reducer_capsule_in_one_process():
+    """The reducer of a one-rank job (init() outside mpirun) leaves the step as it was."""
+    code = """
+import numpy as np, gpuaccel as ga
+from gpuaccel import layers as L
+ga.distributed.init()
+rng = np.random.default_rng(0)
+x = rng.standard_normal((64, 1, 4, 4)).astype(np.float32); y = rng.integers(0, 3, 64)
+out = []
+for dist in (True, False):
+    m = ga.Sequential([L.Flatten(), L.Dense(7, activation="relu"), L.Dense(3)], input_shape=(1, 4, 4), seed=2)
+    m.compile("adam")
+    out.append(m.fit(x, y, batch_size=16, epochs=2, verbose=0, distributed=dist).history["loss"])
+assert out[0] == out[1], out
+print("ok", ga.distributed.world_size())
+"""
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0 and "ok 1" in out.stdout, out.stdout + out.stderr
+
+
+@needs_mpi
+def test_raising_rank_gives_the_other_a_python_error(tmp_path):
+    """With the launcher told not to end the job when a rank exits with an error, rank 0's
+    own timeout turns the missing peer into a RuntimeError from fit."""
+    if _open_mpi_major() != 4:
+        pytest.skip("needs Open MPI 4's orte_abort_on_non_zero_status to keep mpirun from ending the job")
+    rc, seconds, text = mpirun("raise", tmp_path, env={"GPUACCEL_DIST_TIMEOUT": "4"}, limit=90,
+                               extra=("--mca", "orte_abort_on_non_zero_status", "0"))
+    assert rc != 0, text[-3000:]
+    assert "rank 1 fails on purpose" in text
+    assert "the gradient allreduce timed out on rank 0" in text, text[-3000:]
+    assert seconds < 60, seconds
