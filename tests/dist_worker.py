@@ -82,6 +82,17 @@ def equal():
     xe, ye = data(301, seed=2)
     res["evaluate"] = list(m.evaluate(xe, ye, batch_size=64))
     res["predict"] = m.predict(xe, batch_size=64).tolist()
+    # validation (sharded evaluate), ModelCheckpoint, CSVLogger, the progress bar: rank 0 only
+    mv = model()
+    ck = os.path.join(OUT, "ckpt-{epoch}.npz")
+    hist = mv.fit(xu, yu, batch_size=64, epochs=2, verbose=1, validation_data=(xe, ye),
+                  callbacks=[cbks.ModelCheckpoint(ck, monitor="val_loss"),
+                             cbks.CSVLogger(os.path.join(OUT, "log.csv"))])
+    res["val_loss"] = hist.history["val_loss"]
+    mv.save(os.path.join(OUT, f"saved-by-{ga.distributed.rank()}.npz"))
+    if ga.distributed.rank() == 0:
+        ref_val = ga.models.load(os.path.join(OUT, "ckpt-2.npz")).evaluate(xe, ye, distributed=False)
+        res["ckpt_val"] = list(ref_val)
     if ga.distributed.rank() == 0:  # the one-process reference runs, on rank 0 alone
         _, ref = run(x, y, 128, 2, False)
         res.update(ref_losses=ref.losses, ref_sums=ref.sums)

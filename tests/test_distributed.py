@@ -107,6 +107,12 @@ def test_two_ranks_match_one_process(tmp_path, device):
     np.testing.assert_allclose(r0["evaluate"], r0["ref_evaluate"], rtol=1e-6)
     assert r0["evaluate"] == r1["evaluate"] and r0["predict"] == r1["predict"]
     np.testing.assert_array_equal(np.array(r0["predict"]), np.array(r0["ref_predict"]))
+    # validation is global (the same on both ranks); only rank 0 prints, checkpoints, logs, saves
+    assert r0["val_loss"] == r1["val_loss"] and len(r0["val_loss"]) == 2
+    np.testing.assert_allclose(r0["ckpt_val"][0], r0["val_loss"][1], rtol=1e-5)
+    assert text.count("Epoch 1/2") == 1, text[-3000:]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["ckpt-1.npz", "ckpt-2.npz", "log.csv", "saved-by-0.npz", "equal-0.json", "equal-1.json"])
 
 
 @needs_mpi
