@@ -499,20 +499,24 @@ static PyObject *py_use_nccl(PyObject *self, PyObject *args)
     ncclResult_t r = ncclSuccess;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&g_lock);
-    ncclUniqueId id;
-    memset(&id, 0, sizeof id);
+    /* rank 0's id and whether it got one: every rank takes part in the broadcast, so a
+     * failure on rank 0 is an error on all of them, not a hang in ncclCommInitRank */
+    struct {
+        int32_t ok;
+        ncclUniqueId id;
+    } msg;
+    memset(&msg, 0, sizeof msg);
     st = check_usable("NCCL setup");
-    if (st == GA_OK && g_rank == 0 && (r = ncclGetUniqueId(&id)) != ncclSuccess)
-        st = nccl_fail(r, "ncclGetUniqueId");
-    /* every rank takes part in the broadcast, rank 0 with a zero id if it failed:
-     * the others then fail in ncclCommInitRank or time out, never hang */
-    if (check_usable("NCCL setup") == GA_OK) {
-        ga_status b = bcast_locked(&id, sizeof id, 0);
-        st = st == GA_OK ? b : st;
-    }
+    if (st == GA_OK && g_rank == 0)
+        msg.ok = (r = ncclGetUniqueId(&msg.id)) == ncclSuccess;
+    if (st == GA_OK)
+        st = bcast_locked(&msg, sizeof msg, 0);
+    if (st == GA_OK && !msg.ok)
+        st = g_rank == 0 ? nccl_fail(r, "ncclGetUniqueId")
+                         : ga_fail(GA_ERR_RUNTIME, "distributed: rank 0 could not create the NCCL id");
     if (st == GA_OK && (st = be->set_device(device)) != GA_OK)
         st = backend_fail(be, st, "set_device");
-    if (st == GA_OK && (r = ncclCommInitRank(&g_nccl, g_size, id, g_rank)) != ncclSuccess) {
+    if (st == GA_OK && (r = ncclCommInitRank(&g_nccl, g_size, msg.id, g_rank)) != ncclSuccess) {
         g_nccl = NULL;
         st = nccl_fail(r, "ncclCommInitRank");
     }
