@@ -339,6 +339,9 @@ def fit(model, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, s
         "validation samples": -1 if validation_data is None else len(validation_data[1])}))
     if n == 0:
         raise ValueError("cannot fit on an empty data set")
+    if batch_size < world:
+        raise ValueError(f"distributed fit: the global batch_size ({batch_size}) must be at least the number of "
+                         f"ranks ({world}): each rank trains on its share of every batch")
     steps = -(-n // batch_size)
     last = n - (steps - 1) * batch_size
     if last < world:  # a rank would have no sample of the last batch: it is left out

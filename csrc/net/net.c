@@ -628,8 +628,10 @@ static ga_status finish_step(ga_net *net, int64_t n, int64_t dpos)
         const int64_t lo = net->ranges[0];
         const int64_t hi = net->ranges[2 * (net->nranges - 1)] + net->ranges[2 * net->nranges - 1];
         ga_status st = net->reducer.fn(net->reducer.ctx, net->be, net->device_index, net->grads + lo, hi - lo);
+        if (st != GA_OK && net->reducer.last_error != ga_last_error) /* the reducer's module's message */
+            ga_fail(st, "%s", net->reducer.last_error());
         if (st != GA_OK)
-            return net->reducer.last_error ? ga_fail(st, "%s", net->reducer.last_error()) : st;
+            return st;
     }
     GA_TRY(advance(net, 1, dpos));
     return update(net);
