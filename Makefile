@@ -7,7 +7,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATASET := /usr/share/datasets/fashion-mnist
 OUT     ?= bench-out
 
-.PHONY: deps data install run test test-asan test-cuda-emu test-cuda-emu-asan bench gpu-check peers clean
+.PHONY: deps data mpi install run test test-asan test-cuda-emu test-cuda-emu-asan bench gpu-check peers clean
 
 # Debian's Fashion-MNIST (the loader can also download it, checked by SHA-256).
 data:
@@ -15,7 +15,13 @@ data:
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist) \
 	  || echo "warning: could not apt-get install dataset-fashion-mnist; the loader will try to download"; fi
 
-deps: data
+# Open MPI (mpirun, and mpicc for gpuaccel._mpi: data-parallel training, tests/test_distributed.py).
+mpi:
+	@if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null; then \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openmpi-bin libopenmpi-dev) \
+	  || echo "warning: could not apt-get install openmpi-bin libopenmpi-dev; gpuaccel._mpi is not built and tests/test_distributed.py skips"; fi
+
+deps: data mpi
 	@command -v c++ >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq g++)
 	$(PIP) install -q --upgrade "pip>=23" "setuptools>=77" wheel "numpy>=2.0" pillow "pytest>=7" "hypothesis>=6" matplotlib nbclient nbformat ipykernel pytest-benchmark
 
@@ -38,7 +44,7 @@ test: install
 # (benchmark / peer-framework runs), tests/test_cuda_build.py (nvcc builds) and
 # tests/test_notebooks.py (their kernels run in Jupyter subprocesses, outside the
 # sanitizer's reach), tests/test_cuda_emu_reports.py (Python report formatting, plots)
-# and tests/test_cuda_emu.py (it builds its own sanitized programs) are left out, and so is the one-epoch Fashion-MNIST accuracy test (31 min under ASan);
+# tests/test_cuda_emu.py (it builds its own sanitized programs) and tests/test_distributed.py (mpirun processes: Open MPI itself is not built with the sanitizer) are left out, and so is the one-epoch Fashion-MNIST accuracy test (31 min under ASan);
 # everything else runs, the fuzzers at full scale. Leaks: LSan runs at the exit of
 # every process (exit code 0: the logs are judged instead; ASan/UBSan errors abort);
 # Python's own never-freed allocations are ignored, and any leak whose stack names
@@ -53,7 +59,7 @@ ASAN_ENV  = LD_PRELOAD="$(ASAN_RT)" \
 ASAN_OPTS = detect_leaks=1:abort_on_error=1:allocator_may_return_null=1:log_path=$(ASAN_DIR)/logs/asan
 ASAN_SKIP = -k "not reference_cnn_one_epoch and not reference_cnn_20_steps and not reference_cnn_short_epoch" --ignore=tests/test_bench.py --ignore=tests/test_peers.py \
             --ignore=tests/test_cuda_build.py --ignore=tests/test_notebooks.py \
-            --ignore=tests/test_cuda_emu_reports.py --ignore=tests/test_cuda_emu.py
+            --ignore=tests/test_cuda_emu_reports.py --ignore=tests/test_cuda_emu.py --ignore=tests/test_distributed.py
 test-asan: deps
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)/tree $(ASAN_DIR)/logs
 	printf 'leak:libgomp\n' > $(ASAN_DIR)/lsan.supp

@@ -10,6 +10,8 @@ Environment switches:
   GPUACCEL_CUDA_EMU=1    build gpuaccel._cuda from the same .cu sources with the host C++
                          compiler against the CUDA emulator (csrc/cuda/emu/): no nvcc, no
                          driver, no GPU; a test and learning backend, never a GPU timing
+  GPUACCEL_SKIP_MPI=1    do not build gpuaccel._mpi (data-parallel training), even with mpicc
+  GPUACCEL_NO_NCCL=1     build gpuaccel._mpi without NCCL, even with a CUDA toolkit
 """
 import glob
 import os
@@ -341,4 +343,74 @@ core_ext = Extension(
     extra_compile_args=C_FLAGS,
 )
 
-setup(ext_modules=[core_ext] + cuda_extensions(), cmdclass={"build_ext": BuildExt})
+# ----------------------------------------------------------------------------
+# gpuaccel._mpi: data-parallel training (MPI, and NCCL where a CUDA toolkit is)
+# ----------------------------------------------------------------------------
+def mpicc_flags(mpicc):
+    """(compile flags, link flags) from Open MPI's wrapper, or None when it cannot say."""
+    try:
+        comp = subprocess.run([mpicc, "--showme:compile"], capture_output=True, text=True, timeout=30)
+        link = subprocess.run([mpicc, "--showme:link"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if comp.returncode != 0 or link.returncode != 0:
+        return None
+    return comp.stdout.split(), link.stdout.split()
+
+
+def nccl_paths():
+    """(include dir, library dir) of the CUDA toolkit's NCCL, or None (emulator builds: never)."""
+    if env_flag("GPUACCEL_NO_NCCL") or env_flag("GPUACCEL_CUDA_EMU") or env_flag("GPUACCEL_SKIP_CUDA"):
+        return None
+    nvcc = find_nvcc()
+    if nvcc is None:
+        return None
+    inc, lib = cuda_paths(nvcc)
+    home = os.path.dirname(inc)
+    if not os.path.exists(os.path.join(inc, "nccl.h")):
+        return None
+    for d in (lib, os.path.join(home, "lib"), os.path.join(home, "lib64"), "/usr/lib/x86_64-linux-gnu"):
+        if os.path.exists(os.path.join(d, "libnccl.so")):
+            return inc, d
+    return None
+
+
+def mpi_extensions():
+    """[gpuaccel._mpi] when mpicc is found (and not skipped), else [] with a note."""
+    if env_flag("GPUACCEL_SKIP_MPI"):
+        return []
+    mpicc = shutil.which("mpicc")
+    flags = mpicc_flags(mpicc) if mpicc else None
+    if flags is None:
+        print("gpuaccel: mpicc not found (or it gave no flags): building without gpuaccel._mpi "
+              "(data-parallel training); install openmpi-bin libopenmpi-dev for it", flush=True)
+        return []
+    comp, link = flags
+    macros, incs, libs, libdirs, rpath = [], [], [], [], []
+    nccl = nccl_paths()
+    if nccl is not None:
+        inc, lib = nccl
+        macros.append(("GA_HAVE_NCCL", "1"))
+        incs.append(inc)
+        libs.append("nccl")
+        libdirs.append(lib)
+        rpath.append(lib)
+        print(f"gpuaccel: gpuaccel._mpi with NCCL ({lib})", flush=True)
+    else:
+        print("gpuaccel: gpuaccel._mpi without NCCL (no CUDA toolkit, or the emulator build): "
+              "GPU gradients go through the host", flush=True)
+    return [Extension(
+        "gpuaccel._mpi",
+        sources=sources("python/mpi/module.c", "core/status.c"),
+        depends=sources("net/net.h", "core/*.h"),
+        include_dirs=["csrc"] + incs,
+        define_macros=macros,
+        extra_compile_args=C_FLAGS + ["-fvisibility=hidden"] + comp,
+        extra_link_args=link,
+        libraries=libs + ["pthread"],
+        library_dirs=libdirs,
+        runtime_library_dirs=rpath,
+    )]
+
+
+setup(ext_modules=[core_ext] + cuda_extensions() + mpi_extensions(), cmdclass={"build_ext": BuildExt})

@@ -16,12 +16,12 @@ _os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 from . import _C
 from ._C import Tensor
-from . import applications, callbacks, cuda, datasets, layers, models, ops, optimizers
+from . import applications, callbacks, cuda, datasets, distributed, layers, models, ops, optimizers
 from ._device import resolve as _resolve
 from .models import Sequential
 
 __all__ = ["Tensor", "Sequential", "tensor", "devices", "set_num_threads", "get_num_threads", "info",
-           "applications", "callbacks", "cuda", "datasets", "layers", "models", "ops", "optimizers"]
+           "applications", "callbacks", "cuda", "datasets", "distributed", "layers", "models", "ops", "optimizers"]
 
 
 def tensor(array, device="cpu"):

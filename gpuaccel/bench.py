@@ -623,6 +623,10 @@ def parse_args(argv=None):
     p.add_argument("--out", default="bench-out", help="folder for report.json, report.md and plots (default bench-out)")
     p.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--ranks", type=_int_list, default=None, metavar="R,R,...",
+                   help="the data-parallel study instead (gpuaccel.dist_bench): images/s and scaling efficiency "
+                        "per number of MPI processes, each launched under mpirun (1 thread each unless --threads)")
+    p.add_argument("--dist-steps", type=int, default=60, help="with --ranks: timed steps per run (default 60)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "limit", "test_limit", "sweep_limit", "threads"):
         value = getattr(args, name)
@@ -669,6 +673,11 @@ def main(argv=None):
     """Entry point of ``python -m gpuaccel.bench``: 0 on success, 1 when a device failed, 2 without data."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.ranks:  # the data-parallel study (issue 16), a separate report
+        from . import dist_bench
+
+        dist_bench.run(args.ranks, args.batch_size, args.dist_steps, args.threads or 1, args.seed, args.out)
+        return 0
     say = (lambda *a: None) if args.quiet else print
     from .info import info
 

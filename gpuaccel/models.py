@@ -286,7 +286,7 @@ class Sequential:
 
     # ---- training -------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, seed=None, shuffle=True,
-            callbacks=None, initial_epoch=0, device_data="auto"):
+            callbacks=None, initial_epoch=0, device_data="auto", distributed=None):
         """Train; returns a History whose `history` holds one value per epoch of:
         loss, accuracy, [val_loss, val_accuracy,] epoch_time_s, step_time_ms_p50,
         step_time_ms_p95, images_per_s.
@@ -299,7 +299,18 @@ class Sequential:
 
         epoch_time_s covers the whole epoch: shuffling, batch gathering, the copies
         to the device and every step. Step times are the wall-clock time of each call
-        (which returns only after its steps finished on the device) over its steps."""
+        (which returns only after its steps finished on the device) over its steps.
+
+        distributed: data-parallel over the MPI ranks (gpuaccel.distributed): None (the
+        default) when gpuaccel.distributed.init() was called, True (initialises MPI) or
+        False. batch_size is then the global batch, split over the ranks; losses and
+        accuracies are global, and only rank 0 prints and saves."""
+        from . import distributed as dist
+
+        if dist._wanted(distributed):
+            return dist.fit(self, x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
+                            verbose=verbose, seed=seed, shuffle=shuffle, callbacks=callbacks,
+                            initial_epoch=initial_epoch, device_data=device_data)
         if self.optimizer is None:
             raise RuntimeError("call compile() before fit()")
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
@@ -459,9 +470,14 @@ class Sequential:
             return False
         return _fits_on_device(self.device, int(np.prod(x.shape)) * 4)
 
-    def evaluate(self, x, y, batch_size=256, verbose=0):
+    def evaluate(self, x, y, batch_size=256, verbose=0, distributed=None):
         """Returns (loss, accuracy) in inference mode (dropout off), in one C call per
-        data set that fits on the device. x: NumPy array or Tensor on the model's device."""
+        data set that fits on the device. x: NumPy array or Tensor on the model's device.
+        distributed (as in fit): the samples split over the MPI ranks, the result global."""
+        from . import distributed as dist
+
+        if dist._wanted(distributed) and dist.world_size() > 1:
+            return dist.evaluate(self, x, y, batch_size=batch_size, verbose=verbose)
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         x, net = self._inputs(x)
@@ -482,8 +498,13 @@ class Sequential:
             print(f"loss: {loss_sum / n:.4f} - accuracy: {correct / n:.4f}")
         return loss_sum / n, correct / n
 
-    def predict(self, x, batch_size=256):
-        """Logits (N, classes) in inference mode. x: NumPy array or Tensor on the model's device."""
+    def predict(self, x, batch_size=256, distributed=None):
+        """Logits (N, classes) in inference mode. x: NumPy array or Tensor on the model's device.
+        distributed (as in fit): the samples split over the MPI ranks, every rank gets all logits."""
+        from . import distributed as dist
+
+        if dist._wanted(distributed) and dist.world_size() > 1:
+            return dist.predict(self, x, batch_size=batch_size)
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         x, net = self._inputs(x, finite=False)
@@ -638,8 +659,14 @@ class Sequential:
     def save(self, path):
         """Write config (JSON) and weights to one .npz file, atomically: the data goes to
         a temporary file in the same folder, is flushed to disk, and only then renamed
-        over `path`, so an interrupted save leaves the previous file intact."""
+        over `path`, so an interrupted save leaves the previous file intact.
+        In a distributed job (gpuaccel.distributed.init()) only rank 0 writes: every rank
+        holds the same weights."""
+        from . import distributed as dist
+
         path = os.fspath(path)
+        if dist._skip_io():
+            return
         weights = self.get_weights()
         digest = hashlib.sha256()
         for w in weights:

@@ -403,3 +403,17 @@ extern "C" const ga_backend ga_cuda_backend = {
     .graph_free = ga_cuda_graph_free,
     .graph_generation = ga_cuda_graph_generation,
 };
+
+/* The current device's stream, for code outside this module that queues work
+ * in order with the network's kernels: gpuaccel._mpi's NCCL reducer (the
+ * gradient allreduce goes on the compute stream). python/cuda/module.c hands
+ * it over in a capsule. */
+extern "C" ga_status ga_cuda_current_stream(void **stream)
+{
+    if (!stream)
+        return ga_fail(GA_ERR_VALUE, "ga_cuda_current_stream: NULL output");
+    cudaStream_t s = nullptr;
+    GA_TRY(ga_cuda_stream(&s));
+    *stream = (void *)s;
+    return GA_OK;
+}

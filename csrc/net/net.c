@@ -630,6 +630,15 @@ static ga_status finish_step(ga_net *net, int64_t n, int64_t dpos)
         float *g;
         GA_TRY(backward(net, n, 1, net->lowest, 0, &g));
     }
+    if (net->reducer.fn && net->nranges > 0) { /* data-parallel: sum the trainable span over the processes */
+        const int64_t lo = net->ranges[0];
+        const int64_t hi = net->ranges[2 * (net->nranges - 1)] + net->ranges[2 * net->nranges - 1];
+        ga_status st = net->reducer.fn(net->reducer.ctx, net->be, net->device_index, net->grads + lo, hi - lo);
+        if (st != GA_OK && net->reducer.last_error != ga_last_error) /* the reducer's module's message */
+            ga_fail(st, "%s", net->reducer.last_error());
+        if (st != GA_OK)
+            return st;
+    }
     GA_TRY(advance(net, 1, dpos));
     return update(net);
 }
@@ -639,7 +648,7 @@ ga_status ga_net_train_step(ga_net *net, const float *x_host, const int32_t *lab
 {
     if (!labels_host)
         return ga_fail(GA_ERR_VALUE, "training needs labels");
-    GA_TRY(load_and_forward(net, x_host, labels_host, n, 1, 1.0f / (float)n));
+    GA_TRY(load_and_forward(net, x_host, labels_host, n, 1, 1.0f / (float)(net->grad_batch ? net->grad_batch : n)));
     GA_TRY(finish_step(net, n, 0));
     float stats[2];
     BE(net, to_host(stats, net->stats, sizeof stats)); /* the step's one synchronisation */
@@ -752,7 +761,8 @@ static ga_status steps_on_data(ga_net *net, int64_t k, int64_t n)
                             net->ctl + GA_STEP_POS, n, per_sample(net->in)));
         GA_TRY(forward(net, n, 1));
         logits = net->layers[net->nlayers - 1].y_seen;
-        BE(net, softmax_xent(net->stats, net->grad_a, logits, net->labels, n, net->classes, 1.0f / (float)n));
+        BE(net, softmax_xent(net->stats, net->grad_a, logits, net->labels, n, net->classes,
+                             1.0f / (float)(net->grad_batch ? net->grad_batch : n)));
         GA_TRY(finish_step(net, n, n));
     }
     return GA_OK;
@@ -761,7 +771,7 @@ static ga_status steps_on_data(ga_net *net, int64_t k, int64_t n)
 static int graphs_enabled(const ga_net *net)
 {
     const char *env = getenv("GPUACCEL_CUDA_GRAPHS");
-    return net->be->graph_begin && !(env && strcmp(env, "0") == 0);
+    return net->be->graph_begin && !net->reducer.fn && !(env && strcmp(env, "0") == 0);
 }
 
 /* The slot of key (k, n): found, or the oldest one replaced. */
@@ -1021,5 +1031,34 @@ ga_status ga_net_backward(ga_net *net, int64_t n, const float *dout_host, float 
         BE(net, to_host(dx_host, g, (size_t)(n * per_sample(net->in)) * sizeof(float)));
     if (grads_host)
         BE(net, to_host(grads_host, net->grads, (size_t)net->nparams * sizeof(float)));
+    return GA_OK;
+}
+
+/* ---- data-parallel training: the gradient reducer (net.h) ---- */
+
+ga_status ga_net_set_reducer(ga_net *net, const ga_net_reducer *r)
+{
+    if (!net)
+        return ga_fail(GA_ERR_VALUE, "set_reducer: NULL net");
+    if (r && r->fn && r->abi != GA_NET_REDUCER_ABI)
+        return ga_fail(GA_ERR_VALUE, "set_reducer: the reducer was built for ABI %d, the net expects %d", r->abi,
+                       GA_NET_REDUCER_ABI);
+    if (r && r->fn && !r->last_error)
+        return ga_fail(GA_ERR_VALUE, "set_reducer: a reducer needs its last_error function");
+    drop_graphs(net); /* none is recorded while a reducer is set */
+    net->reducer = r && r->fn ? *r : (ga_net_reducer){0};
+    return GA_OK;
+}
+
+ga_status ga_net_set_grad_batch(ga_net *net, int64_t global_batch)
+{
+    if (!net)
+        return ga_fail(GA_ERR_VALUE, "set_grad_batch: NULL net");
+    if (global_batch < 0 || global_batch > GA_MAX_DIM)
+        return ga_fail(GA_ERR_VALUE, "set_grad_batch: the global batch must be in [0, 2^31), got %lld",
+                       (long long)global_batch);
+    if (global_batch != net->grad_batch)
+        drop_graphs(net); /* the loss kernel takes the divisor by value */
+    net->grad_batch = global_batch;
     return GA_OK;
 }

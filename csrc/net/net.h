@@ -160,6 +160,24 @@ typedef struct {
     uint64_t stamp;         /* last use, for replacing the oldest */
 } ga_net_graph;
 
+/* A gradient reducer (data-parallel training, gpuaccel._mpi): called by every
+ * training step after backward has filled the gradient block and before the
+ * optimizer update, with the block's trainable span (grads: `count` floats of
+ * the device's memory). It must sum the span over the processes in place (the
+ * step already divided each process's loss by the global batch, see
+ * ga_net_set_grad_batch) and return GA_OK, or an error status with its message
+ * in its own module's last_error(). be and device_index are the net's device:
+ * a reducer may copy through be, set the device, or queue work on its stream. */
+typedef ga_status (*ga_net_reduce_fn)(void *ctx, const ga_backend *be, int device_index, float *grads,
+                                      int64_t count);
+#define GA_NET_REDUCER_ABI 1
+typedef struct {
+    int abi;                       /* GA_NET_REDUCER_ABI */
+    ga_net_reduce_fn fn;           /* NULL: no reducer */
+    void *ctx;
+    const char *(*last_error)(void); /* the reducer's module's message */
+} ga_net_reducer;
+
 typedef struct ga_net {
     const ga_backend *be;
     int device_index;
@@ -203,6 +221,8 @@ typedef struct ga_net {
     void *stage;
     int staged;             /* 1 while a copy out of `stage` may still be in flight
                                (set when queued, cleared by the call's read-back) */
+    ga_net_reducer reducer; /* data-parallel training: ga_net_set_reducer */
+    int64_t grad_batch;     /* the loss's divisor (0: each step's own sample count) */
 } ga_net;
 
 ga_status ga_net_create(ga_net **out, const ga_backend *be, int device_index,
@@ -283,5 +303,17 @@ ga_status ga_net_forward(ga_net *net, const float *x_host, int64_t n, int traini
  * may be NULL) the parameter gradients (zero for frozen layers). */
 ga_status ga_net_backward(ga_net *net, int64_t n, const float *dout_host, float *dx_host,
                           float *grads_host);
+
+/* --- data-parallel training (gpuaccel._mpi) ---
+ * ga_net_set_reducer: every training step from now on (train_step, train_steps)
+ * hands its gradients to r->fn between backward and update (r NULL or r->fn NULL:
+ * none). While a reducer is set no call is recorded as a graph (the emulator
+ * cannot capture an MPI call, and one rule everywhere keeps results identical).
+ * ga_net_set_grad_batch: the loss of each following step is the sum over its
+ * samples divided by `global_batch` (0: by the step's own sample count, the
+ * default); a process holding b of a global batch of B samples sets B, so the
+ * summed gradients are the mean over the global batch, whatever each share. */
+ga_status ga_net_set_reducer(ga_net *net, const ga_net_reducer *r);
+ga_status ga_net_set_grad_batch(ga_net *net, int64_t global_batch);
 
 #endif

@@ -14,6 +14,7 @@ typedef struct {
     ga_device dev;
     PyThread_type_lock lock;
     PyObject *bound[GA_DATA_SLOTS]; /* what each data slot borrows (an array or a Tensor) */
+    PyObject *reducer;              /* the capsule whose ga_net_reducer the net calls (or NULL) */
 } GaNet;
 
 /* Run `expr` without the GIL and with the net's lock held. */
@@ -298,6 +299,7 @@ static void net_dealloc(GaNet *self)
         ga_net_destroy(self->net);
     for (int i = 0; i < GA_DATA_SLOTS; i++)
         Py_CLEAR(self->bound[i]);
+    Py_CLEAR(self->reducer);
     if (self->lock)
         PyThread_free_lock(self->lock);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -658,6 +660,47 @@ static PyObject *net_set_precision(GaNet *self, PyObject *arg)
         return NULL;
     ga_status st;
     NET_RUN(self, st, ga_net_set_precision(self->net, (int)flags));
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    Py_RETURN_NONE;
+}
+
+/* set_reducer(capsule or None): the gradient reducer of data-parallel training, a
+ * "gpuaccel._mpi.reducer" capsule holding a ga_net_reducer (gpuaccel._mpi). The
+ * capsule is kept alive as long as the net uses it. */
+#define REDUCER_CAPSULE "gpuaccel._mpi.reducer"
+static PyObject *net_set_reducer(GaNet *self, PyObject *arg)
+{
+    if (ready(self) < 0)
+        return NULL;
+    const ga_net_reducer *r = NULL;
+    if (arg != Py_None) {
+        if (!PyCapsule_IsValid(arg, REDUCER_CAPSULE)) {
+            PyErr_SetString(PyExc_TypeError, "set_reducer: expected a " REDUCER_CAPSULE " capsule or None");
+            return NULL;
+        }
+        if (!(r = PyCapsule_GetPointer(arg, REDUCER_CAPSULE)))
+            return NULL;
+    }
+    ga_status st;
+    NET_RUN(self, st, ga_net_set_reducer(self->net, r));
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    PyObject *old = self->reducer;
+    self->reducer = r ? arg : NULL;
+    Py_XINCREF(self->reducer);
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
+/* set_grad_batch(n): the loss of each later step is divided by n (0: by its own batch) */
+static PyObject *net_set_grad_batch(GaNet *self, PyObject *arg)
+{
+    long long n = PyLong_AsLongLong(arg);
+    if ((n == -1 && PyErr_Occurred()) || ready(self) < 0)
+        return NULL;
+    ga_status st;
+    NET_RUN(self, st, ga_net_set_grad_batch(self->net, n));
     if (st != GA_OK)
         return ga_py_raise(NULL, st);
     Py_RETURN_NONE;
@@ -1064,6 +1107,10 @@ static PyMethodDef net_methods[] = {
     {"evaluate_data", (PyCFunction)net_evaluate_data, METH_VARARGS, "evaluate_data(slot, batch) -> (loss sum, correct)"},
     {"predict_data", (PyCFunction)net_predict_data, METH_VARARGS, "predict_data(slot, batch) -> logits"},
     {"graph_count", (PyCFunction)net_graph_count, METH_NOARGS, "recorded graphs held now (0 on the CPU)"},
+    {"set_reducer", (PyCFunction)net_set_reducer, METH_O,
+     "set_reducer(capsule or None): the gradient reducer of data-parallel training (gpuaccel._mpi)"},
+    {"set_grad_batch", (PyCFunction)net_set_grad_batch, METH_O,
+     "set_grad_batch(n): divide each later step's loss by n, the global batch (0: by its own batch)"},
     {"set_precision", (PyCFunction)net_set_precision, METH_O, "set_precision(0 | PRECISION_TF32): the GEMMs' arithmetic"},
     {"predict", (PyCFunction)net_predict, METH_O, "predict(x) -> logits"},
     {"evaluate", (PyCFunction)net_evaluate, METH_VARARGS, "evaluate(x, labels) -> (loss sum, correct)"},

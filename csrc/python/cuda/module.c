@@ -45,6 +45,17 @@ static PyObject *py_backend(PyObject *self, PyObject *unused)
     return PyCapsule_New((void *)&ga_cuda_backend, CAPSULE_NAME, NULL);
 }
 
+/* The current device's stream getter, ga_status (*)(void **stream), for
+ * gpuaccel._mpi's NCCL reducer (it queues the gradient allreduce there). */
+extern ga_status ga_cuda_current_stream(void **stream); /* csrc/cuda/backend_cuda.cu */
+typedef ga_status (*ga_stream_fn)(void **stream);
+static const ga_stream_fn stream_fn = ga_cuda_current_stream;
+
+static PyObject *py_stream_capsule(PyObject *self, PyObject *unused)
+{
+    return PyCapsule_New((void *)&stream_fn, "gpuaccel._cuda.stream", NULL);
+}
+
 /* (available, reason). The first CUDA call loads the driver and may take a
  * while, so it runs without the GIL. */
 static PyObject *py_probe(PyObject *self, PyObject *unused)
@@ -232,6 +243,8 @@ static PyMethodDef methods[] = {
      "synchronize(index=-1): wait for all work queued on a device (default: the current one)"},
     {"backend", py_backend, METH_NOARGS,
      "backend() -> PyCapsule 'gpuaccel._cuda.backend' holding the CUDA kernel table"},
+    {"stream", py_stream_capsule, METH_NOARGS,
+     "stream() -> PyCapsule 'gpuaccel._cuda.stream': the current device's stream getter (for gpuaccel._mpi)"},
     {"probe", py_probe, METH_NOARGS,
      "probe() -> (available, reason): reason is '' when a usable GPU is present"},
     {"device_count", py_device_count, METH_NOARGS, "device_count() -> number of CUDA devices (0 without a driver)"},
