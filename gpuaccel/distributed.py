@@ -379,6 +379,7 @@ def fit(model, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, s
     _sync_weights(net)
     try:
         _attach(model, net)
+        net.set_rng_salt(me)  # each rank its own dropout / augmentation streams (rank 0: the model's)
         if resident:
             net.set_data(M._DATA_TRAIN, M._floats(x), y)
         for epoch in range(initial_epoch, epochs):
@@ -440,6 +441,7 @@ def fit(model, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, s
     finally:
         net.set_reducer(None)
         net.set_grad_batch(0)
+        net.set_rng_salt(0)
         net.clear_data(M._DATA_TRAIN)
         for cb in cb_list:
             cb.on_train_end()

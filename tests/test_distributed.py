@@ -225,3 +225,30 @@ def test_raising_rank_gives_the_other_a_python_error(tmp_path):
     assert "rank 1 fails on purpose" in text
     assert "the gradient allreduce timed out on rank 0" in text, text[-3000:]
     assert seconds < 60, seconds
+
+
+@pytest.mark.parametrize("head", ["dropout", "augmentation"])
+def test_rng_salt_gives_each_rank_its_own_streams(head):
+    """set_rng_salt(rank) (what distributed fit sets) moves dropout masks and augmentation
+    transforms to another stream, deterministically; salt 0 is the model's own stream."""
+    import gpuaccel as ga
+    from gpuaccel import layers as L
+
+    x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32) + 1
+
+    def first_forward(salt):  # a fresh net of the same seed: its first training forward
+        first = [L.RandomTranslation(0.3, 0.3, fill_mode="constant")] if head == "augmentation" else []
+        middle = [L.Dropout(0.5)] if head == "dropout" else []
+        m = ga.Sequential(first + [L.Flatten()] + middle + [L.Dense(3)], input_shape=(1, 8, 8), seed=3)
+        m.compile(ga.optimizers.SGD(0.1))
+        if salt is not None:
+            m._net.set_rng_salt(salt)
+        return m, m._net.forward(x, True)
+
+    m, own = first_forward(None)
+    np.testing.assert_array_equal(first_forward(0)[1], own)
+    other = first_forward(1)[1]
+    assert not np.array_equal(other, own)
+    np.testing.assert_array_equal(first_forward(1)[1], other)
+    assert not np.array_equal(first_forward(2)[1], other)
+    np.testing.assert_array_equal(m._net.forward(x, False), m.predict(x))  # inference: no stream at all

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "core/rng.h"
 #include "net/net.h"
 
 struct ga_layer_ops {
@@ -56,6 +57,13 @@ ga_status ga_net_backend_failed(const ga_backend *be, ga_status st);
 #define GA_MAX_DIM ((int64_t)INT32_MAX)
 
 static inline int64_t per_sample(const int64_t s[3]) { return s[0] * s[1] * s[2]; }
+
+/* The stream seed a random layer hands its kernel: `base` itself unless the net's
+ * rng_salt (a data-parallel rank) moves it to an independent stream. */
+static inline uint64_t ga_net_stream(const ga_net *net, uint64_t base)
+{
+    return net->rng_salt ? ga_rng_hash(base, net->rng_salt) : base;
+}
 
 /* a * b, or -1 when either is negative or the product passes GA_MAX_ELEMS. */
 static inline int64_t checked_mul(int64_t a, int64_t b)

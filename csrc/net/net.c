@@ -1050,6 +1050,16 @@ ga_status ga_net_set_reducer(ga_net *net, const ga_net_reducer *r)
     return GA_OK;
 }
 
+ga_status ga_net_set_rng_salt(ga_net *net, uint64_t salt)
+{
+    if (!net)
+        return ga_fail(GA_ERR_VALUE, "set_rng_salt: NULL net");
+    if (salt != net->rng_salt)
+        drop_graphs(net); /* the kernels take the stream seed by value */
+    net->rng_salt = salt;
+    return GA_OK;
+}
+
 ga_status ga_net_set_grad_batch(ga_net *net, int64_t global_batch)
 {
     if (!net)

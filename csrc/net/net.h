@@ -223,6 +223,7 @@ typedef struct ga_net {
                                (set when queued, cleared by the call's read-back) */
     ga_net_reducer reducer; /* data-parallel training: ga_net_set_reducer */
     int64_t grad_batch;     /* the loss's divisor (0: each step's own sample count) */
+    uint64_t rng_salt;      /* mixed into the dropout / augmentation streams (ga_net_set_rng_salt) */
 } ga_net;
 
 ga_status ga_net_create(ga_net **out, const ga_backend *be, int device_index,
@@ -315,5 +316,10 @@ ga_status ga_net_backward(ga_net *net, int64_t n, const float *dout_host, float 
  * summed gradients are the mean over the global batch, whatever each share. */
 ga_status ga_net_set_reducer(ga_net *net, const ga_net_reducer *r);
 ga_status ga_net_set_grad_batch(ga_net *net, int64_t global_batch);
+/* ga_net_set_rng_salt: the dropout masks and augmentation transforms drawn from now
+ * on come from streams mixed with `salt` (0, the default: the model's own streams;
+ * the initial weights never change). Each data-parallel rank sets its rank, so the
+ * ranks' shares of a global batch draw independent masks instead of the same ones. */
+ga_status ga_net_set_rng_salt(ga_net *net, uint64_t salt);
 
 #endif

@@ -706,6 +706,19 @@ static PyObject *net_set_grad_batch(GaNet *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* set_rng_salt(k): later dropout masks / augmentation transforms from streams mixed with k (0: the model's own) */
+static PyObject *net_set_rng_salt(GaNet *self, PyObject *arg)
+{
+    unsigned long long salt = PyLong_AsUnsignedLongLong(arg);
+    if ((salt == (unsigned long long)-1 && PyErr_Occurred()) || ready(self) < 0)
+        return NULL;
+    ga_status st;
+    NET_RUN(self, st, ga_net_set_rng_salt(self->net, (uint64_t)salt));
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    Py_RETURN_NONE;
+}
+
 static PyObject *net_graph_count(GaNet *self, PyObject *unused)
 {
     return ready(self) < 0 ? NULL : PyLong_FromLong(ga_net_graph_count(self->net));
@@ -1109,6 +1122,8 @@ static PyMethodDef net_methods[] = {
     {"graph_count", (PyCFunction)net_graph_count, METH_NOARGS, "recorded graphs held now (0 on the CPU)"},
     {"set_reducer", (PyCFunction)net_set_reducer, METH_O,
      "set_reducer(capsule or None): the gradient reducer of data-parallel training (gpuaccel._mpi)"},
+    {"set_rng_salt", (PyCFunction)net_set_rng_salt, METH_O,
+     "set_rng_salt(k): later dropout masks and augmentation draws from streams mixed with k (0: the model's own)"},
     {"set_grad_batch", (PyCFunction)net_set_grad_batch, METH_O,
      "set_grad_batch(n): divide each later step's loss by n, the global batch (0: by its own batch)"},
     {"set_precision", (PyCFunction)net_set_precision, METH_O, "set_precision(0 | PRECISION_TF32): the GEMMs' arithmetic"},

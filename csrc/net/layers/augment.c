@@ -136,7 +136,7 @@ static ga_status random_forward(ga_net *net, ga_layer *l, int64_t n, int trainin
         return GA_OK;
     }
     /* draw k of this forward: stream hash(aug_seed, draws + k), draws on the device */
-    BE(net, augment_affine(*y, in, n, l->in[0], l->in[1], l->in[2], &l->aug, l->aug_seed,
+    BE(net, augment_affine(*y, in, n, l->in[0], l->in[1], l->in[2], &l->aug, ga_net_stream(net, l->aug_seed),
                            net->ctl + GA_STEP_DRAWS, net->fwd_draws++));
     return GA_OK;
 }

@@ -67,7 +67,7 @@ static ga_status dropout_layer_forward(ga_net *net, ga_layer *l, int64_t n, int 
         return GA_OK;
     }
     /* mask k of this forward: seed hash(seed, draws + k), draws on the device (core/steps.h) */
-    BE(net, dropout_forward(*y, l->mask, in, n * per_sample(l->out), l->spec.rate, net->seed ^ 0xD50F0A7ull,
+    BE(net, dropout_forward(*y, l->mask, in, n * per_sample(l->out), l->spec.rate, ga_net_stream(net, net->seed ^ 0xD50F0A7ull),
                             net->ctl + GA_STEP_DRAWS, net->fwd_draws++));
     return GA_OK;
 }
