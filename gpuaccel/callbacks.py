@@ -193,21 +193,50 @@ class EarlyStopping(Callback):
 class ModelCheckpoint(Callback):
     """Save the model after each epoch (or only when `monitor` improves). The file
     is written to a temporary name and renamed, so a crash never leaves half a file.
-    `filepath` may contain {epoch} and any log key, e.g. 'ckpt-{epoch:02d}.npz'."""
+    `filepath` may contain {epoch} and any log key, e.g. 'ckpt-{epoch:02d}.npz'.
 
-    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+    Each file holds the optimizer's state too (Sequential.save(include_optimizer=True)),
+    so training resumes from it: ga.models.load(file).fit(..., initial_epoch=epoch).
+    save_weights_only=True (Keras's name) leaves the optimizer state out.
+
+    keep_last=K (not a Keras argument): only the K newest files this callback wrote
+    remain; an older one is deleted after the new one is in place. Files it did not
+    write (earlier runs, other callbacks) are never touched. None (the default) keeps
+    every file."""
+
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto", save_weights_only=False,
+                 keep_last=None):
+        if keep_last is not None and (not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1):
+            raise ValueError(f"keep_last must be None or an int >= 1, got {keep_last!r}")
         self.filepath, self.monitor, self.save_best_only = str(filepath), monitor, save_best_only
+        self.save_weights_only, self.keep_last = bool(save_weights_only), keep_last
         self.better = _better(mode, monitor)
         self.best = None
+        self._written = []  # absolute paths this callback wrote, oldest first
 
     def on_epoch_end(self, epoch, logs=None):
+        from . import distributed as dist
+
         logs = logs or {}
         if self.save_best_only:
             cur = logs.get(self.monitor)
             if cur is None or (self.best is not None and not self.better(cur, self.best)):
                 return
             self.best = cur
-        self.model.save(self.filepath.format(epoch=epoch + 1, **logs))
+        path = self.filepath.format(epoch=epoch + 1, **logs)
+        self.model.save(path, include_optimizer=not self.save_weights_only)
+        if self.keep_last is None or dist._skip_io():  # ranks other than 0 write (and delete) nothing
+            return
+        path = os.path.abspath(path)
+        if path in self._written:  # the same name again (no {epoch} in it): one file
+            self._written.remove(path)
+        self._written.append(path)
+        while len(self._written) > self.keep_last:
+            old = self._written.pop(0)
+            try:
+                os.remove(old)
+            except FileNotFoundError:
+                pass
 
 
 class CSVLogger(Callback):

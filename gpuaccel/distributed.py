@@ -369,7 +369,7 @@ def fit(model, x, y, epochs=1, batch_size=32, validation_data=None, verbose=1, s
         user = [cb for cb in user if not isinstance(cb, (cbks.ProgressBar, cbks.CSVLogger))]
         verbose = 0
     cb_list = [history] + user + ([cbks.ProgressBar(verbose)] if verbose else [])
-    rng = np.random.default_rng(seed_used)
+    rng = M._shuffle_rng(seed_used, initial_epoch, n, shuffle)  # epoch k's order, resumed or not
     model.stop_training = False
     for cb in cb_list:
         cb.model = model

@@ -38,6 +38,17 @@ def _as_images(x, input_shape=None):
     return x if x.dtype == np.uint8 else np.ascontiguousarray(x, dtype=np.float32)
 
 
+def _shuffle_rng(seed, initial_epoch, n, shuffle):
+    """fit's order generator: default_rng(seed), one permutation(n) per epoch, advanced
+    past the `initial_epoch` epochs a resumed run skips, so epoch k gets the same order
+    whether the run started at 0 or resumed at k (a run from epoch 0 is unchanged)."""
+    rng = np.random.default_rng(seed)
+    if shuffle:
+        for _ in range(int(initial_epoch)):
+            rng.permutation(n)
+    return rng
+
+
 def _floats(x):
     """Images as the contiguous float32 the C network reads (uint8 values kept: 0..255)."""
     return np.ascontiguousarray(x, dtype=np.float32)
@@ -304,7 +315,12 @@ class Sequential:
         distributed: data-parallel over the MPI ranks (gpuaccel.distributed): None (the
         default) when gpuaccel.distributed.init() was called, True (initialises MPI) or
         False. batch_size is then the global batch, split over the ranks; losses and
-        accuracies are global, and only rank 0 prints and saves."""
+        accuracies are global, and only rank 0 prints and saves.
+
+        initial_epoch=k resumes: epoch k's shuffle order is the one a run from epoch 0
+        with the same seed gives its epoch k, so a model saved after k epochs, loaded
+        (ga.models.load restores the optimizer) and fit(epochs=E, initial_epoch=k) with
+        the same seed loses what the uninterrupted run lost in epochs k..E-1."""
         from . import distributed as dist
 
         if dist._wanted(distributed):
@@ -352,7 +368,7 @@ class Sequential:
         history = cbks.History()
         cb_list = [history] + list(callbacks or []) + ([cbks.ProgressBar(verbose)] if verbose else [])
         steps = -(-n // batch_size)
-        rng = np.random.default_rng(self.seed if seed is None else seed)
+        rng = _shuffle_rng(self.seed if seed is None else seed, initial_epoch, n, shuffle)
         self.stop_training = False
         for cb in cb_list:
             cb.model = self
@@ -656,12 +672,30 @@ class Sequential:
                 "optimizer": optimizers.serialize(self.optimizer) if self.optimizer else None,
                 "loss": self.loss, "metrics": self.metrics}
 
-    def save(self, path):
+    def _optimizer_state(self):
+        """(the config's "optimizer_state" entry, {array name: array}) for save: the
+        optimizer's moment blocks (Adam m and v, SGD's momentum velocity) and its step
+        counters (Adam's t, the random masks drawn so far)."""
+        kind, m1, m2, steps, draws = self._net.get_opt_state()
+        arrays = {"opt_m1": m1} if m2 is None else {"opt_m1": m1, "opt_m2": m2}
+        digest = hashlib.sha256()
+        for k in sorted(arrays):
+            digest.update(np.ascontiguousarray(arrays[k]).tobytes())
+        return ({"kind": kind, "steps": int(steps), "draws": int(draws), "arrays": sorted(arrays),
+                 "shapes": [list(arrays[k].shape) for k in sorted(arrays)], "sha256": digest.hexdigest()}, arrays)
+
+    def save(self, path, include_optimizer=True):
         """Write config (JSON) and weights to one .npz file, atomically: the data goes to
         a temporary file in the same folder, is flushed to disk, and only then renamed
         over `path`, so an interrupted save leaves the previous file intact.
         In a distributed job (gpuaccel.distributed.init()) only rank 0 writes: every rank
-        holds the same weights."""
+        holds the same weights.
+
+        include_optimizer (as in Keras): a compiled model's file also holds the optimizer's
+        state, its moments and step counters (arrays opt_m1 [, opt_m2] and the config's
+        "optimizer_state", under the checksums), so ga.models.load then fit(initial_epoch=k)
+        continues the run as if it had never stopped. False: the optimizer's configuration
+        only (load compiles with it afresh, as files from before this option do)."""
         from . import distributed as dist
 
         path = os.fspath(path)
@@ -671,11 +705,16 @@ class Sequential:
         digest = hashlib.sha256()
         for w in weights:
             digest.update(np.ascontiguousarray(w).tobytes())
-        config = dict(self.get_config(), weights_sha256=digest.hexdigest())
+        config = self.get_config()
+        opt_arrays = {}
+        if include_optimizer and self.optimizer is not None:
+            config["optimizer_state"], opt_arrays = self._optimizer_state()
+        config["weights_sha256"] = digest.hexdigest()
         # a second checksum covers the config itself and every array's shape and dtype
         config["config_sha256"] = hashlib.sha256((json.dumps(config, sort_keys=True) + json.dumps(
             [[list(w.shape), w.dtype.str] for w in weights])).encode()).hexdigest()
         arrays = {f"w{i:03d}": w for i, w in enumerate(weights)}
+        arrays.update(opt_arrays)
         arrays["config"] = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
         folder = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
@@ -703,7 +742,11 @@ class Sequential:
 
 def load(path, device=None):
     """Rebuild a model written by Sequential.save (checksum verified), compiled
-    with its saved optimizer on `device` (default 'cpu')."""
+    with its saved optimizer on `device` (default 'cpu'). When the file holds the
+    optimizer's state (save(include_optimizer=True), the default) the optimizer
+    continues from it: its moments, Adam's step count and the random-mask counter,
+    so fit(..., initial_epoch=k) with the fit's seed continues the saved run exactly.
+    Files without it (older ones, include_optimizer=False) start the optimizer afresh."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -712,6 +755,7 @@ def load(path, device=None):
             config = json.loads(bytes(data["config"]).decode())
             names = sorted(k for k in data.files if k.startswith("w"))
             weights = [data[k] for k in names]
+            opt_arrays = {k: data[k] for k in data.files if k.startswith("opt_")}
     except FileNotFoundError:
         raise
     except Exception as e:
@@ -743,10 +787,51 @@ def load(path, device=None):
     model.device = resolve(device)
     model.build()
     model.set_weights(weights)
+    opt_state = config.get("optimizer_state")
+    if opt_state is not None:
+        opt_state = _check_optimizer_state(path, config, opt_state, opt_arrays)
     if config.get("optimizer"):
         model.compile(optimizer=optimizers.get(config["optimizer"]), loss=config.get("loss") or "sparse_categorical_crossentropy",
                       metrics=config.get("metrics") or ("accuracy",))
+    if opt_state is not None:
+        kind, m1, m2, steps, draws = opt_state
+        try:
+            model._net.set_opt_state(kind, m1, m2, steps, draws)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: bad optimizer state ({e})") from None
     return model
+
+
+def _check_optimizer_state(path, config, st, arrays):
+    """The saved optimizer state as set_opt_state's arguments, checked against its
+    checksum, the saved optimizer and the model's parameter count (ValueError if not)."""
+    def bad(why):
+        return ValueError(f"{path}: bad optimizer state: {why}")
+
+    if not isinstance(st, dict) or not isinstance(st.get("arrays"), list):
+        raise bad("the config's optimizer_state is not a dict with its array names")
+    kind = st.get("kind")
+    saved = config.get("optimizer") or {}
+    if kind not in ("adam", "sgd") or not isinstance(saved, dict) or str(saved.get("class", "")).lower() != kind:
+        raise bad(f"state for optimizer {kind!r}, the file's optimizer is {saved.get('class') if isinstance(saved, dict) else saved!r}")
+    names = ["opt_m1", "opt_m2"] if kind == "adam" else ["opt_m1"]
+    if sorted(st["arrays"]) != names or sorted(arrays) != names:
+        raise bad(f"{kind} keeps arrays {names}, the file has {sorted(arrays)}")
+    digest = hashlib.sha256()
+    for k in names:
+        digest.update(np.ascontiguousarray(arrays[k]).tobytes())
+    if digest.hexdigest() != st.get("sha256"):
+        raise ValueError(f"{path}: optimizer state does not match its checksum (file corrupted)")
+    steps, draws = st.get("steps"), st.get("draws")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (steps, draws)):
+        raise bad(f"step counters must be ints >= 0, got steps={steps!r}, draws={draws!r}")
+    out = []
+    for k in names:
+        a = arrays[k]
+        if a.dtype != np.float32 or a.ndim != 1:
+            raise bad(f"{k} must be a 1-D float32 array, got {a.dtype} of shape {a.shape}")
+        out.append(a)
+    return kind, out[0], out[1] if kind == "adam" else None, steps, draws
 
 
 def reference_cnn(seed=None, input_shape=(1, 28, 28), classes=10):

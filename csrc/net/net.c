@@ -976,6 +976,63 @@ ga_status ga_net_set_state(ga_net *net, const float *host)
     return GA_OK;
 }
 
+/* The arguments of get/set_opt_state: the optimizer set now, its moment blocks
+ * (Adam two, SGD one, the second NULL), `count` the parameter block's size. */
+static ga_status check_opt_state(const ga_net *net, const char *what, int kind, int64_t count, const void *m1,
+                                 const void *m2, const int64_t *counters)
+{
+    if (!net)
+        return ga_fail(GA_ERR_VALUE, "%s: NULL net", what);
+    if (kind != GA_OPT_SGD && kind != GA_OPT_ADAM)
+        return ga_fail(GA_ERR_VALUE, "%s: unknown optimizer kind %d", what, kind);
+    if (kind != net->opt.kind)
+        return ga_fail(GA_ERR_VALUE, "%s: the state is for %s, the network's optimizer is %s", what,
+                       kind == GA_OPT_ADAM ? "Adam" : "SGD", net->opt.kind == GA_OPT_ADAM ? "Adam" : "SGD");
+    if (count != net->nparams)
+        return ga_fail(GA_ERR_VALUE, "%s: moment blocks of %lld values, the network has %lld parameters", what,
+                       (long long)count, (long long)net->nparams);
+    if (!m1 || !counters)
+        return ga_fail(GA_ERR_VALUE, "%s: NULL moment block or counters", what);
+    if (kind == GA_OPT_ADAM && !m2)
+        return ga_fail(GA_ERR_VALUE, "%s: Adam needs its second moment block", what);
+    if (kind == GA_OPT_SGD && m2)
+        return ga_fail(GA_ERR_VALUE, "%s: SGD keeps one moment block (the second must be NULL)", what);
+    return GA_OK;
+}
+
+ga_status ga_net_get_opt_state(ga_net *net, int kind, int64_t count, float *m1, float *m2, int64_t counters[2])
+{
+    GA_TRY(check_opt_state(net, "get_opt_state", kind, count, m1, m2, counters));
+    const size_t bytes = (size_t)net->nparams * sizeof(float);
+    BE(net, set_device(net->device_index));
+    BE(net, to_host(m1, net->opt1, bytes));
+    if (m2)
+        BE(net, to_host(m2, net->opt2, bytes));
+    counters[0] = net->t; /* the host mirrors are current after every call */
+    counters[1] = (int64_t)net->draws;
+    return GA_OK;
+}
+
+ga_status ga_net_set_opt_state(ga_net *net, int kind, int64_t count, const float *m1, const float *m2,
+                               const int64_t counters[2])
+{
+    GA_TRY(check_opt_state(net, "set_opt_state", kind, count, m1, m2, counters));
+    if (counters[0] < 0 || counters[1] < 0)
+        return ga_fail(GA_ERR_VALUE, "set_opt_state: step count and draws must be >= 0, got %lld and %lld",
+                       (long long)counters[0], (long long)counters[1]);
+    const size_t bytes = (size_t)net->nparams * sizeof(float);
+    BE(net, set_device(net->device_index));
+    BE(net, to_device(net->opt1, m1, bytes));
+    if (m2)
+        BE(net, to_device(net->opt2, m2, bytes));
+    net->t = counters[0];
+    net->draws = (uint64_t)counters[1];
+    /* Recorded graphs stay valid: they read the counters from ctl (device memory,
+     * core/steps.h) and the moments through the same pointers; nothing here is
+     * baked into a recording by value. */
+    return put_counters(net);
+}
+
 ga_status ga_net_set_trainable(ga_net *net, const int *flags)
 {
     drop_graphs(net); /* the update's runs and backward's lowest layer change */

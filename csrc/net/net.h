@@ -289,6 +289,19 @@ ga_status ga_net_set_params(ga_net *net, const float *host);
 ga_status ga_net_get_state(ga_net *net, float *host);
 ga_status ga_net_set_state(ga_net *net, const float *host);
 
+/* The optimizer's state, for resuming training bit for bit (Sequential.save):
+ * its moment blocks, each `count` (= nparams) floats in the parameter block's
+ * layout (SGD: m1 the momentum velocity, m2 unused and NULL; Adam: m1 and m2 the
+ * first and second moments), and the step counters that decide the next steps:
+ * counters[0] optimizer steps taken (Adam's t, its bias correction), counters[1]
+ * random masks drawn so far (dropout and augmentation continue the same stream).
+ * `kind` (GA_OPT_*) must be the optimizer set now; set checks the counters
+ * (t >= 0, draws >= 0). The data position is not part of it: every epoch starts
+ * at its order's beginning. */
+ga_status ga_net_get_opt_state(ga_net *net, int kind, int64_t count, float *m1, float *m2, int64_t counters[2]);
+ga_status ga_net_set_opt_state(ga_net *net, int kind, int64_t count, const float *m1, const float *m2,
+                               const int64_t counters[2]);
+
 /* flags (nlayers): 1 = the layer's weights train. The optimizer then updates
  * only the trainable runs of the parameter block; frozen layers skip their
  * weight gradients (frozen batch norm runs in inference mode, as in Keras), and

@@ -864,6 +864,101 @@ static PyObject *net_set_state(GaNet *self, PyObject *arg)
     return ready(self) < 0 ? NULL : block_set(self, arg, self->net->nstate, "state", ga_net_set_state);
 }
 
+/* The optimizer set now as a name, or NULL with ValueError. */
+static int opt_kind(const char *name)
+{
+    if (strcmp(name, "sgd") == 0)
+        return GA_OPT_SGD;
+    if (strcmp(name, "adam") == 0)
+        return GA_OPT_ADAM;
+    PyErr_Format(PyExc_ValueError, "unknown optimizer '%s'", name);
+    return -1;
+}
+
+/* get_opt_state() -> (kind, m1, m2 or None, steps, draws): the optimizer's moment
+ * blocks (host copies, the parameter block's layout) and step counters. */
+static PyObject *net_get_opt_state(GaNet *self, PyObject *unused)
+{
+    if (ready(self) < 0)
+        return NULL;
+    const int kind = self->net->opt.kind;
+    npy_intp n = (npy_intp)self->net->nparams;
+    PyObject *m1 = PyArray_SimpleNew(1, &n, NPY_FLOAT32);
+    PyObject *m2 = kind == GA_OPT_ADAM ? PyArray_SimpleNew(1, &n, NPY_FLOAT32) : (Py_INCREF(Py_None), Py_None);
+    if (!m1 || !m2) {
+        Py_XDECREF(m1);
+        Py_XDECREF(m2);
+        return NULL;
+    }
+    float *p1 = PyArray_DATA((PyArrayObject *)m1);
+    float *p2 = m2 == Py_None ? NULL : PyArray_DATA((PyArrayObject *)m2);
+    int64_t counters[2] = {0, 0};
+    ga_status st;
+    NET_RUN(self, st, ga_net_get_opt_state(self->net, kind, self->net->nparams, p1, p2, counters));
+    if (st != GA_OK) {
+        Py_DECREF(m1);
+        Py_DECREF(m2);
+        return ga_py_raise(NULL, st);
+    }
+    return Py_BuildValue("(sNNLL)", kind == GA_OPT_ADAM ? "adam" : "sgd", m1, m2, (long long)counters[0],
+                         (long long)counters[1]);
+}
+
+/* A float32 array of exactly `count` values (a new reference), or NULL with an error. */
+static PyArrayObject *moment_array(PyObject *arg, int64_t count, const char *what)
+{
+    if (!PyArray_Check(arg) || PyArray_TYPE((PyArrayObject *)arg) != NPY_FLOAT32) {
+        PyErr_Format(PyExc_TypeError, "set_opt_state: %s must be a float32 numpy array", what);
+        return NULL;
+    }
+    PyArrayObject *p = (PyArrayObject *)PyArray_FROM_OTF(arg, NPY_FLOAT32, NPY_ARRAY_IN_ARRAY);
+    if (p && PyArray_SIZE(p) != (npy_intp)count) {
+        PyErr_Format(PyExc_ValueError, "set_opt_state: %s has %lld values, the network has %lld parameters", what,
+                     (long long)PyArray_SIZE(p), (long long)count);
+        Py_DECREF(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* set_opt_state(kind, m1, m2 or None, steps, draws): what get_opt_state returned. */
+static PyObject *net_set_opt_state(GaNet *self, PyObject *args)
+{
+    const char *name;
+    PyObject *a1, *a2;
+    long long t, draws;
+    if (!PyArg_ParseTuple(args, "sOOLL:set_opt_state", &name, &a1, &a2, &t, &draws) || ready(self) < 0)
+        return NULL;
+    const int kind = opt_kind(name);
+    if (kind < 0)
+        return NULL;
+    if (kind != self->net->opt.kind) {
+        PyErr_Format(PyExc_ValueError, "set_opt_state: the state is for %s, the network's optimizer is %s",
+                     kind == GA_OPT_ADAM ? "adam" : "sgd", self->net->opt.kind == GA_OPT_ADAM ? "adam" : "sgd");
+        return NULL;
+    }
+    if ((kind == GA_OPT_ADAM) != (a2 != Py_None)) {
+        PyErr_SetString(PyExc_ValueError, kind == GA_OPT_ADAM ? "set_opt_state: Adam needs its second moments"
+                                                              : "set_opt_state: SGD keeps one moment block (m2 None)");
+        return NULL;
+    }
+    PyArrayObject *p1 = moment_array(a1, self->net->nparams, "m1");
+    PyArrayObject *p2 = p1 && a2 != Py_None ? moment_array(a2, self->net->nparams, "m2") : NULL;
+    if (!p1 || (a2 != Py_None && !p2)) {
+        Py_XDECREF(p1);
+        return NULL;
+    }
+    const int64_t counters[2] = {(int64_t)t, (int64_t)draws};
+    const float *d1 = PyArray_DATA(p1), *d2 = p2 ? PyArray_DATA(p2) : NULL;
+    ga_status st;
+    NET_RUN(self, st, ga_net_set_opt_state(self->net, kind, self->net->nparams, d1, d2, counters));
+    Py_DECREF(p1);
+    Py_XDECREF(p2);
+    if (st != GA_OK)
+        return ga_py_raise(NULL, st);
+    Py_RETURN_NONE;
+}
+
 /* set_trainable(flags): one truthy value per layer of the table */
 static PyObject *net_set_trainable(GaNet *self, PyObject *arg)
 {
@@ -1131,6 +1226,10 @@ static PyMethodDef net_methods[] = {
     {"evaluate", (PyCFunction)net_evaluate, METH_VARARGS, "evaluate(x, labels) -> (loss sum, correct)"},
     {"set_optimizer", (PyCFunction)net_set_optimizer, METH_VARARGS, "set_optimizer(kind, lr, momentum, beta1, beta2, eps, weight_decay, nesterov)"},
     {"get_params", (PyCFunction)net_get_params, METH_NOARGS, "the flat parameter block (host copy)"},
+    {"get_opt_state", (PyCFunction)net_get_opt_state, METH_NOARGS,
+     "get_opt_state() -> (kind, m1, m2 or None, steps, draws): the optimizer's moments and step counters"},
+    {"set_opt_state", (PyCFunction)net_set_opt_state, METH_VARARGS,
+     "set_opt_state(kind, m1, m2 or None, steps, draws): restore what get_opt_state returned"},
     {"set_params", (PyCFunction)net_set_params, METH_O, "overwrite the flat parameter block"},
     {"layer_info", (PyCFunction)net_layer_info, METH_NOARGS, "per layer: (out_shape, w_off, nw, b_off, nb)"},
     {"get_state", (PyCFunction)net_get_state, METH_NOARGS, "the non-trainable state block (batch-norm moving mean, variance)"},
