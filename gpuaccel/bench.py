@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from ._extras import hint
 from .callbacks import Callback
 
 EPOCH_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s",
@@ -569,6 +570,10 @@ def write_report(out_dir, report, plots=True):
             from .plots import write_plots
 
             report["plots"] = write_plots(report, out_dir)
+        except ModuleNotFoundError as e:
+            report["plots"] = {}
+            report["plots_error"] = (f"{e.name or 'matplotlib'} is not installed: {hint('plots', 'matplotlib')}"
+                                     if (e.name or "").startswith("matplotlib") else f"{type(e).__name__}: {e}")
         except Exception as e:
             report["plots"] = {}
             report["plots_error"] = f"{type(e).__name__}: {e}"

@@ -29,6 +29,8 @@ import warnings
 
 import numpy as np
 
+from ._extras import hint
+
 __all__ = ["image_dataset_from_directory", "write_image_folder", "ImageFolder", "ImageDecodeError",
            "IMAGE_EXTENSIONS"]
 
@@ -38,7 +40,7 @@ CACHE_DIRNAME = ".gpuaccel-cache"
 COLOR_MODES = {"rgb": ("RGB", 3), "grayscale": ("L", 1), "rgba": ("RGBA", 4)}
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
 SUBSETS = (None, "training", "validation", "both")
-PILLOW_HINT = "pip install pillow"
+PILLOW_HINT = hint("images", "pillow")
 
 
 class ImageDecodeError(ValueError):

@@ -32,10 +32,12 @@ import subprocess
 import sys
 import time
 
+from ._extras import hint
+
 NAMES = ("keras", "torch")
 _MODULES = {"keras": ("keras_ref.py", "tensorflow"), "torch": ("torch_ref.py", "torch")}
 _DEVICE = {"keras": "keras-cpu", "torch": "torch-cpu"}
-_INSTALL_HINT = "make peers (pip install tensorflow-cpu torch)"
+_INSTALL_HINT = hint("peers", "tensorflow-cpu torch") + "; in a source checkout: make peers"
 
 
 class Unavailable(str):

@@ -526,3 +526,13 @@ def test_bench_data_errors_are_clean(tmp_path, capsys):
         with pytest.raises(SystemExit):
             bench.parse_args(argv)
     assert bench.parse_args(["--image-size", "48x64"]).image_size == (48, 64)
+
+
+def test_missing_matplotlib_names_the_plots_extra(tmp_path, fake_run, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.delitem(sys.modules, "matplotlib.pyplot", raising=False)
+    rc = bench.main(["--device", "cpu", "--epochs", "1", "--no-sweep", "--out", str(tmp_path), "--quiet"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "no plots: matplotlib is not installed" in err and 'pip install "gpuaccel[plots]"' in err
+    assert "gpuaccel[plots]" in (tmp_path / "report.md").read_text()
