@@ -632,6 +632,9 @@ def parse_args(argv=None):
                    help="the data-parallel study instead (gpuaccel.dist_bench): images/s and scaling efficiency "
                         "per number of MPI processes, each launched under mpirun (1 thread each unless --threads)")
     p.add_argument("--dist-steps", type=int, default=60, help="with --ranks: timed steps per run (default 60)")
+    p.add_argument("--compare", nargs="+", metavar="REPORT",
+                   help="instead of running: set two or more report.json files (or their folders), e.g. from "
+                        "different machines, side by side in --out/compare.md (gpuaccel.compare)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "limit", "test_limit", "sweep_limit", "threads"):
         value = getattr(args, name)
@@ -678,6 +681,23 @@ def main(argv=None):
     """Entry point of ``python -m gpuaccel.bench``: 0 on success, 1 when a device failed, 2 without data."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.compare:  # runs from several machines side by side (gpuaccel.compare)
+        from . import compare
+
+        try:
+            md_path, table, warnings = compare.compare(args.compare, args.out, plots=not args.no_plots)
+        except ValueError as e:
+            print(f"gpuaccel.bench --compare: {e}", file=sys.stderr)
+            return 2
+        for name, values in warnings:
+            print(f"warning: the runs differ in {name}: " + ", ".join(f"{k} {v}" for k, v in values.items()),
+                  file=sys.stderr)
+        for x in table:
+            print(f"{x['run']} {x['device']:>12} {x['threads']} thr: "
+                  + (f"failed: {x['error']}" if x["error"] else
+                     f"{x['images_per_s'] or 0:,.0f} images/s" + (f", {x['speedup']:.2f}x" if x["speedup"] else "")))
+        print(f"wrote {md_path}")
+        return 0
     if args.ranks:  # the data-parallel study (issue 16), a separate report
         from . import dist_bench
 

@@ -536,3 +536,54 @@ def test_missing_matplotlib_names_the_plots_extra(tmp_path, fake_run, monkeypatc
     err = capsys.readouterr().err
     assert "no plots: matplotlib is not installed" in err and 'pip install "gpuaccel[plots]"' in err
     assert "gpuaccel[plots]" in (tmp_path / "report.md").read_text()
+
+
+# ------------------------------------------------------------------ --compare (gpuaccel.compare)
+def _two_reports(tmp_path, second=()):
+    paths = []
+    for name, extra in (("a", ["--threads", "1"]), ("b", ["--threads", "2", *second])):
+        rc = bench.main(["--device", "cpu,cuda", "--epochs", "2", "--batch-sizes", "8,32", "--out",
+                         str(tmp_path / name), "--quiet", *extra])
+        assert rc == 0
+        paths.append(tmp_path / name / "report.json")
+    return paths
+
+
+def test_compare_sets_two_runs_side_by_side(tmp_path, fake_run, capsys):
+    a, b = _two_reports(tmp_path)
+    out = tmp_path / "cmp"
+    assert bench.main(["--compare", str(a), str(b.parent), "--out", str(out)]) == 0  # a file or its folder
+    md = (out / "compare.md").read_text()
+    table = json.loads((out / "compare.json").read_text())["rows"]
+    assert [(r["run"], r["device"], r["threads"]) for r in table] == [
+        ("run A", "cpu", 1), ("run A", "cuda", 1), ("run B", "cpu", 2), ("run B", "cuda", 2)]
+    # the fake CPU epoch takes 2.0 s and the fake GPU 0.5 s: speedups over run A's CPU
+    assert [round(r["speedup"], 2) for r in table] == [1.0, 4.0, 1.0, 4.0]
+    assert "| run B | cuda | 2 | 0.50 |" in md and "4.00x" in md
+    assert "not directly comparable" not in md  # only the thread count differs: that is the point
+    assert "Images/s per batch size" in md and "run A cpu" in md
+    printed = capsys.readouterr().out
+    assert "run B         cuda 2 thr:" in printed and "4.00x" in printed and "wrote " in printed
+    if importlib.util.find_spec("matplotlib"):
+        for png in ("compare_images_per_s.png", "compare_batch_sweep.png", "compare_accuracy.png"):
+            assert (out / png).stat().st_size > 1000 and f"({png})" in md
+
+
+def test_compare_warns_about_unfair_settings(tmp_path, fake_run, capsys):
+    a, b = _two_reports(tmp_path, second=["--batch-size", "64", "--epochs", "3"])
+    assert bench.main(["--compare", str(a), str(b), "--out", str(tmp_path / "cmp"), "--no-plots"]) == 0
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "not directly comparable" in md and "batch size: run A 128, run B 64" in md and "epochs: run A 2, run B 3" in md
+    err = capsys.readouterr().err
+    assert "warning: the runs differ in batch size" in err and "warning: the runs differ in epochs" in err
+
+
+def test_compare_bad_inputs_are_clean_errors(tmp_path, capsys):
+    (tmp_path / "x.json").write_text("{}")
+    (tmp_path / "bad.json").write_text("{not json")
+    for argv, words in ((["--compare", str(tmp_path / "x.json")], "at least two"),
+                        (["--compare", str(tmp_path / "x.json"), str(tmp_path / "x.json")], "not a report"),
+                        (["--compare", str(tmp_path / "bad.json"), str(tmp_path / "x.json")], "not JSON"),
+                        (["--compare", str(tmp_path / "nope.json"), str(tmp_path / "x.json")], "cannot read")):
+        assert bench.main(argv + ["--out", str(tmp_path / "o")]) == 2
+        assert words in capsys.readouterr().err
