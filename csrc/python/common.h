@@ -38,6 +38,11 @@ typedef struct {
     int64_t shape[GA_MAX_DIMS];
     int64_t size;
     float *data;
+    /* Memory imported through DLPack (python/dlpack.c) belongs to its producer:
+     * owner is the DLManagedTensor (owner_kind 1) or DLManagedTensorVersioned (2)
+     * whose deleter dealloc calls instead of the backend's release. NULL/0: ours. */
+    void *owner;
+    int owner_kind;
 } GaTensor;
 
 extern PyTypeObject GaTensor_Type;
@@ -45,11 +50,21 @@ extern PyTypeObject GaTensor_Type;
 
 /* New tensor of the given shape on `dev` (uninitialised). */
 GaTensor *ga_tensor_new(const ga_device *dev, int ndim, const int64_t *shape);
+/* A tensor over memory it does not own (owner/owner_kind as above; data is
+ * `dev`'s memory). On failure returns NULL and leaves `owner` to the caller. */
+GaTensor *ga_tensor_wrap(const ga_device *dev, int ndim, const int64_t *shape, float *data, void *owner,
+                         int owner_kind);
+/* Calls the producer's deleter of an imported tensor's owner (python/dlpack.c). */
+void ga_dlpack_release_owner(void *owner, int owner_kind);
+/* Tensor.__dlpack__ and Tensor.__dlpack_device__ (python/dlpack.c). */
+PyObject *ga_tensor_dlpack(GaTensor *t, PyObject *args, PyObject *kwds);
+PyObject *ga_tensor_dlpack_device(GaTensor *t, PyObject *unused);
 /* Host copy as a new float32 ndarray. */
 PyObject *ga_tensor_to_numpy(GaTensor *t);
 
 /* ---- registration of the other binding files into the module ---- */
 extern PyMethodDef ga_ops_methods[];
+extern PyMethodDef ga_dlpack_methods[];
 int ga_net_type_init(PyObject *module);
 
 #endif

@@ -183,6 +183,8 @@ static int module_exec(PyObject *m)
         return -1;
     if (PyModule_AddFunctions(m, ga_ops_methods) < 0)
         return -1;
+    if (PyModule_AddFunctions(m, ga_dlpack_methods) < 0)
+        return -1;
     if (PyType_Ready(&GaTensor_Type) < 0)
         return -1;
     Py_INCREF(&GaTensor_Type);

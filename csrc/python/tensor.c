@@ -26,6 +26,8 @@ GaTensor *ga_tensor_new(const ga_device *dev, int ndim, const int64_t *shape)
     memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
     t->size = shape_size(ndim, shape);
     t->data = NULL;
+    t->owner = NULL;
+    t->owner_kind = 0;
     ga_status st = dev->be->set_device(dev->index);
     if (st == GA_OK)
         st = dev->be->alloc((void **)&t->data, (size_t)t->size * sizeof(float));
@@ -34,6 +36,26 @@ GaTensor *ga_tensor_new(const ga_device *dev, int ndim, const int64_t *shape)
         Py_DECREF(t);
         return (GaTensor *)ga_py_raise(dev->be, st);
     }
+    return t;
+}
+
+GaTensor *ga_tensor_wrap(const ga_device *dev, int ndim, const int64_t *shape, float *data, void *owner,
+                         int owner_kind)
+{
+    if (ndim < 0 || ndim > GA_MAX_DIMS) {
+        PyErr_Format(PyExc_ValueError, "tensors have at most %d dimensions", GA_MAX_DIMS);
+        return NULL;
+    }
+    GaTensor *t = PyObject_New(GaTensor, &GaTensor_Type);
+    if (!t)
+        return NULL;
+    t->dev = *dev;
+    t->ndim = ndim;
+    memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
+    t->size = shape_size(ndim, shape);
+    t->data = data;
+    t->owner = owner;
+    t->owner_kind = owner_kind;
     return t;
 }
 
@@ -105,7 +127,12 @@ static PyObject *tensor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 static void tensor_dealloc(GaTensor *t)
 {
-    if (t->data) {
+    if (t->owner) {
+        void *owner = t->owner;
+        t->owner = NULL;
+        t->data = NULL;
+        ga_dlpack_release_owner(owner, t->owner_kind);
+    } else if (t->data) {
         t->dev.be->set_device(t->dev.index);
         t->dev.be->release(t->data);
     }
@@ -132,6 +159,8 @@ static PyObject *tensor_get_shape(GaTensor *t, void *closure)
 
 static PyObject *tensor_get_device(GaTensor *t, void *closure) { return PyUnicode_FromString(t->dev.name); }
 
+static PyObject *tensor_get_data_ptr(GaTensor *t, void *closure) { return PyLong_FromVoidPtr(t->data); }
+
 static PyObject *tensor_get_dtype(GaTensor *t, void *closure) { return PyUnicode_FromString("float32"); }
 
 static PyObject *tensor_repr(GaTensor *t)
@@ -152,6 +181,11 @@ static PyObject *tensor_array(GaTensor *t, PyObject *args, PyObject *kwds)
 static PyMethodDef tensor_methods[] = {
     {"numpy", (PyCFunction)tensor_numpy, METH_NOARGS, "Copy to a new float32 numpy array."},
     {"__array__", (PyCFunction)(void (*)(void))tensor_array, METH_VARARGS | METH_KEYWORDS, NULL},
+    {"__dlpack__", (PyCFunction)(void (*)(void))ga_tensor_dlpack, METH_VARARGS | METH_KEYWORDS,
+     "__dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None): a DLPack capsule sharing "
+     "this tensor's memory (ARCHITECTURE.md, DLPack)."},
+    {"__dlpack_device__", (PyCFunction)ga_tensor_dlpack_device, METH_NOARGS,
+     "__dlpack_device__() -> (1, 0) on the CPU, (2, N) on cuda:N."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -159,6 +193,9 @@ static PyGetSetDef tensor_getset[] = {
     {"shape", (getter)tensor_get_shape, NULL, "shape as a tuple", NULL},
     {"device", (getter)tensor_get_device, NULL, "'cpu' or 'cuda:N'", NULL},
     {"dtype", (getter)tensor_get_dtype, NULL, "always 'float32'", NULL},
+    {"data_ptr", (getter)tensor_get_data_ptr, NULL,
+     "address of the first element in the device's memory (an int; 0 for an empty tensor), "
+     "e.g. to check that DLPack shared memory instead of copying", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
