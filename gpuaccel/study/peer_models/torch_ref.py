@@ -164,8 +164,7 @@ def main(argv=None):
     p.add_argument("--limit", type=int)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-    from gpuaccel.bench import load_fashion
+    from gpuaccel.study.bench import load_fashion
 
     x, y, xt, yt = load_fashion(args.limit)
     out = train(x, y, xt, yt, args.epochs, args.batch_size, args.seed, args.threads, verbose=1)
