@@ -1,7 +1,7 @@
 """The reference CNN of DESIGN.md section 3 in Keras (tensorflow-cpu), as a peer for gpuaccel.
 
-    python benchmarks/peers/keras_ref.py [--epochs 1] [--batch-size 128] [--threads 2]
-                                         [--limit N] [--seed 0]
+    python -m gpuaccel.study.peer_models.keras_ref [--epochs 1] [--batch-size 128] [--threads 2]
+                                               [--limit N] [--seed 0]
 
 Same model, data, batch, optimizer and initialisation scheme as gpuaccel's reference CNN
 (the model of the original study): Conv2D(32, 3x3, same, ReLU) -> MaxPooling2D(2) ->

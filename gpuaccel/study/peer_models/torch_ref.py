@@ -1,7 +1,7 @@
 """The reference CNN of DESIGN.md section 3 in PyTorch (CPU), as a peer for gpuaccel.
 
-    python benchmarks/peers/torch_ref.py [--epochs 1] [--batch-size 128] [--threads 2]
-                                         [--limit N] [--seed 0]
+    python -m gpuaccel.study.peer_models.torch_ref [--epochs 1] [--batch-size 128] [--threads 2]
+                                               [--limit N] [--seed 0]
 
 Same model, data, batch, optimizer and initialisation scheme as gpuaccel's reference CNN:
 Conv2d(32, 3x3, pad 1) ReLU -> MaxPool 2 -> Conv2d(64, 3x3, pad 1) ReLU -> MaxPool 2 ->
