@@ -14,7 +14,7 @@ One table row per (batch size, configuration), all in one process, interleaved:
 
 Each configuration trains on random images of Fashion-MNIST's shape for about
 --seconds after a warm-up epoch (the kernels do not look at values), and reports
-images/s of whole fit() epochs. --torch adds PyTorch eager (benchmarks/peers/
+images/s of whole fit() epochs. --torch adds PyTorch eager (gpuaccel/study/peer_models/
 torch_ref.py's model, the same data and batch) on the same device when torch with
 CUDA is importable. --resnet-target trains ga.applications.resnet(depth=8) on
 Fashion-MNIST (when the data set is there) and reports the time to that test
@@ -90,8 +90,7 @@ def torch_eager(device, batch, seconds):
         return None
     if device != "cpu" and not torch.cuda.is_available():
         return None
-    sys.path.insert(0, os.path.join(HERE, "peers"))
-    import torch_ref
+    from gpuaccel.study.peer_models import torch_ref
 
     dev = torch.device("cuda" if device != "cpu" else "cpu")
     model = torch_ref.build_model().to(dev)

@@ -138,8 +138,8 @@ def test_no_plots_and_no_sweep(tmp_path, fake_run):
 
 
 def test_peers_missing_are_recorded_not_fatal(tmp_path, fake_run, monkeypatch):
-    monkeypatch.setitem(sys.modules, "gpuaccel.peers", None)  # import fails...
-    monkeypatch.delattr(gpuaccel, "peers", raising=False)  # ...even if an earlier test imported it
+    monkeypatch.setitem(sys.modules, "gpuaccel.study.peers", None)  # import fails...
+    monkeypatch.delattr(gpuaccel.study, "peers", raising=False)  # ...even if an earlier test imported it
     rc = bench.main(["--device", "cpu", "--epochs", "2", "--peers", "--no-sweep", "--out", str(tmp_path), "--quiet"])
     assert rc == 0
     report = json.loads((tmp_path / "report.json").read_text())
@@ -158,8 +158,8 @@ def test_peers_results_join_the_comparison(tmp_path, fake_run, monkeypatch):
         rows = bench.history_rows(fake_history(epochs, 8.0))
         return {"device": f"{name}-cpu", "epochs": rows, "summary": bench.summarize(rows), "error": None}
 
-    monkeypatch.setitem(sys.modules, "gpuaccel.peers", types.SimpleNamespace(run=run))
-    monkeypatch.delattr(gpuaccel, "peers", raising=False)  # an earlier import must not win
+    monkeypatch.setitem(sys.modules, "gpuaccel.study.peers", types.SimpleNamespace(run=run))
+    monkeypatch.delattr(gpuaccel.study, "peers", raising=False)  # an earlier import must not win
     rc = bench.main(["--device", "cpu", "--epochs", "2", "--peers", "--no-sweep", "--out", str(tmp_path), "--quiet"])
     assert rc == 0 and calls == [("keras", 64, 2, 128, 0), ("torch", 64, 2, 128, 0)]
     report = json.loads((tmp_path / "report.json").read_text())
@@ -182,8 +182,8 @@ def test_sweep_with_thread_scaling_and_peers(tmp_path, fake_run, monkeypatch):
         threads_seen.append(n)
         real_set(n)
 
-    monkeypatch.setitem(sys.modules, "gpuaccel.peers", types.SimpleNamespace(run=run))
-    monkeypatch.delattr(gpuaccel, "peers", raising=False)
+    monkeypatch.setitem(sys.modules, "gpuaccel.study.peers", types.SimpleNamespace(run=run))
+    monkeypatch.delattr(gpuaccel.study, "peers", raising=False)
     monkeypatch.setattr(gpuaccel, "set_num_threads", set_threads)
     before = gpuaccel.get_num_threads()
     rc = bench.main(["--device", "cpu", "--epochs", "2", "--batch-sizes", "1,8", "--sweep-threads", "1,2",

@@ -46,3 +46,38 @@ def test_missing_peer_framework_names_the_peers_extra(monkeypatch):
                         lambda name, *a: None if name in ("torch", "tensorflow") else real(name, *a))
     reason = peers._check("torch")
     assert "gpuaccel[peers]" in reason and "make peers" in reason
+
+
+# The study's tools (gpuaccel.study, issue 17 item 1): the library never imports them, and
+# they import each other in one direction only at module level.
+def _modules_after(code):
+    import json
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    out = subprocess.run([sys.executable, "-c", code + "; import sys, json; print(json.dumps(sorted(sys.modules)))"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, check=True).stdout
+    return set(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_library_never_imports_the_study():
+    mods = _modules_after("import gpuaccel, gpuaccel.models, gpuaccel.layers, gpuaccel.datasets, gpuaccel.info; "
+                          "gpuaccel.info.info()")
+    assert "gpuaccel.study" not in mods and not any(m.startswith("gpuaccel.study.") for m in mods)
+
+
+@pytest.mark.parametrize("module, not_imported", [
+    ("gpuaccel.study.peers", "gpuaccel.study.bench"),     # peers -> report only
+    ("gpuaccel.study.plots", "gpuaccel.study.bench"),     # plots -> report only
+    ("gpuaccel.study.compare", "gpuaccel.study.bench"),
+    ("gpuaccel.study.bench", "gpuaccel.study.peers"),     # bench imports peers only when they run
+])
+def test_study_modules_have_no_import_cycle(module, not_imported):
+    assert not_imported not in _modules_after(f"import {module}")
+
+
+def test_old_names_are_the_study_modules():
+    import importlib
+
+    for name in ("bench", "peers", "plots", "compare", "dist_bench"):
+        assert importlib.import_module(f"gpuaccel.{name}") is importlib.import_module(f"gpuaccel.study.{name}")

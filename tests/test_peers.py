@@ -80,13 +80,17 @@ def test_unavailable_is_a_false_reason():
 
 
 def test_shipped_model_files_are_found():
-    """The source tree carries both reference models, and loading one imports no framework."""
-    assert os.path.isfile(os.path.join(peers.peers_dir(), "keras_ref.py"))
-    assert os.path.isfile(os.path.join(peers.peers_dir(), "torch_ref.py"))
+    """The package carries both reference models (gpuaccel.study.peer_models, imported by
+    name, so they ship in the wheel), and loading one imports no framework."""
+    assert peers.peers_dir() is None  # no GPUACCEL_PEERS_DIR override in the test environment
+    for module in ("keras_ref", "torch_ref"):
+        spec = importlib.util.find_spec(f"gpuaccel.study.peer_models.{module}")
+        assert spec is not None and spec.origin.endswith(os.path.join("gpuaccel", "study", "peer_models", module + ".py"))
     before = set(sys.modules)
     for name in peers.NAMES:
         mod = peers.load(name)
         assert callable(mod.train) and mod.NAME == name
+        assert mod.__name__ == f"gpuaccel.study.peer_models.{name}_ref"
     new = set(sys.modules) - before
     assert not any(m == "tensorflow" or m == "torch" or m.startswith(("tensorflow.", "torch.")) for m in new)
 

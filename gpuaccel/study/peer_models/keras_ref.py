@@ -1,7 +1,7 @@
 """The reference CNN of DESIGN.md section 3 in Keras (tensorflow-cpu), as a peer for gpuaccel.
 
-    python benchmarks/peers/keras_ref.py [--epochs 1] [--batch-size 128] [--threads 2]
-                                         [--limit N] [--seed 0]
+    python -m gpuaccel.study.peer_models.keras_ref [--epochs 1] [--batch-size 128] [--threads 2]
+                                               [--limit N] [--seed 0]
 
 Same model, data, batch, optimizer and initialisation scheme as gpuaccel's reference CNN
 (the model of the original study): Conv2D(32, 3x3, same, ReLU) -> MaxPooling2D(2) ->
@@ -168,8 +168,7 @@ def main(argv=None):
     p.add_argument("--limit", type=int)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-    from gpuaccel.bench import load_fashion
+    from gpuaccel.study.bench import load_fashion
 
     x, y, xt, yt = load_fashion(args.limit)
     out = train(x, y, xt, yt, args.epochs, args.batch_size, args.seed, args.threads, verbose=2)
